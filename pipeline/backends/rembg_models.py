@@ -1,0 +1,117 @@
+"""rembg sessions from local model files only, cached once per process under a lock.
+
+rembg downloads a missing model on first use; a worker must never do that at request time,
+so every path is checked here first and a missing file is a ``ModelUnavailableError``.
+rembg only accepts ``model_path`` inside its home directory, which is why the configured
+home is exported as ``U2NET_HOME`` before a session is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ModelUnavailableError
+from pipeline.settings import RembgSettings
+
+CUSTOM_SESSIONS = frozenset({"u2net_custom", "dis_custom"})
+
+
+@dataclass(frozen=True)
+class RembgModel:
+    session: str  # rembg session name
+    path: Path
+    revision: str  # first 16 hex of the model file's sha256
+
+
+_revision_cache: dict[tuple[str, int, int], str] = {}
+
+
+def _file_revision(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _revision_cache:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _revision_cache[key] = digest.hexdigest()[:16]
+    return _revision_cache[key]
+
+
+def resolve_model(settings: RembgSettings, name: str | None = None) -> RembgModel:
+    """Find the model file for ``name`` (default: the configured model) or raise."""
+    session = name or settings.model
+    if not session:
+        raise ModelUnavailableError(
+            "no rembg model configured: set SKUFORGE_REMBG__MODEL (and "
+            "SKUFORGE_REMBG__MODEL_FILE for u2net_custom/dis_custom)"
+        )
+    home = settings.home.expanduser()
+    if session in CUSTOM_SESSIONS:
+        if settings.model_file is None:
+            raise ModelUnavailableError(f"{session} needs SKUFORGE_REMBG__MODEL_FILE")
+        path = settings.model_file.expanduser()
+        if not path.is_absolute():
+            path = home / path
+    else:
+        candidates = [home / "models" / session / f"{session}.onnx", home / f"{session}.onnx"]
+        path = next((p for p in candidates if p.is_file()), candidates[0])
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"rembg model {session!r} not found at {path}; models are never downloaded, "
+            "copy the .onnx file there",
+            model=session,
+            path=str(path),
+        )
+    return RembgModel(session=session, path=path.resolve(), revision=_file_revision(path))
+
+
+class RembgModelCache:
+    """Per-process cache of rembg sessions (a ``ModelProvider``)."""
+
+    def __init__(self, settings: RembgSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[str, str], Any] = {}
+
+    def rembg_session(self, model: str) -> Any:
+        resolved = resolve_model(self.settings, model)
+        key = (resolved.session, resolved.revision)
+        with self._lock:
+            if key not in self._sessions:
+                self._sessions[key] = self._load(resolved)
+            return self._sessions[key]
+
+    def _load(self, model: RembgModel) -> Any:
+        import onnxruntime as ort
+        from rembg import new_session
+
+        home = str(self.settings.home.expanduser().resolve())
+        current = os.environ.get("U2NET_HOME")
+        if current and Path(current).resolve() != Path(home):
+            raise ModelUnavailableError(
+                f"U2NET_HOME={current} differs from SKUFORGE_REMBG__HOME={home}"
+            )
+        os.environ["U2NET_HOME"] = home
+        options = ort.SessionOptions()
+        if self.settings.threads:
+            options.intra_op_num_threads = self.settings.threads
+        kwargs: dict[str, Any] = {"providers": ["CPUExecutionProvider"]}
+        if _cuda_available(ort):
+            kwargs["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if model.session in CUSTOM_SESSIONS:
+            if not model.path.is_relative_to(Path(home)):
+                raise ModelUnavailableError(
+                    f"custom model {model.path} must live inside SKUFORGE_REMBG__HOME ({home})"
+                )
+            kwargs["model_path"] = str(model.path)
+        return new_session(model.session, sess_opts=options, **kwargs)
+
+
+def _cuda_available(ort: Any) -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()

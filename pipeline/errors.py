@@ -1,0 +1,80 @@
+"""Typed errors. Each carries a stable machine-readable ``code`` that the API maps to
+HTTP problem+json and the CLI prints; the message is for people."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SkuforgeError(Exception):
+    code: ClassVar[str] = "skuforge_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.detail}
+
+
+class InputError(SkuforgeError):
+    """The caller sent something we cannot use (4xx)."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class EmptyFileError(InputError):
+    code = "empty_file"
+
+
+class UnsupportedMediaTypeError(InputError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class CorruptImageError(InputError):
+    code = "corrupt_image"
+
+
+class ImageTooLargeError(InputError):
+    code = "image_too_large"
+    http_status = 413
+
+
+class ImageTooSmallError(InputError):
+    code = "image_too_small"
+
+
+class InvalidParameterError(InputError):
+    code = "invalid_parameter"
+
+
+class UnknownTemplateError(InputError):
+    code = "unknown_template"
+    http_status = 404
+
+
+class InvalidSkuError(InputError):
+    code = "invalid_sku"
+
+
+class NoProductFoundError(InputError):
+    """The cutout found nothing that differs from the backdrop."""
+
+    code = "no_product_found"
+
+
+class ModelUnavailableError(SkuforgeError):
+    """A model backend was chosen but its weights are not on this machine (never downloaded)."""
+
+    code = "model_unavailable"
+    http_status = 503
+
+
+class StageFailedError(SkuforgeError):
+    """A stage raised something that is not one of ours: a bug, reported with its stage."""
+
+    code = "stage_failed"

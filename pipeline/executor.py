@@ -1,0 +1,190 @@
+"""The in-process executor: runs a plan stage by stage against an artifact store.
+
+For each invocation it computes the cache key from the digests of its inputs; if the store
+has an output manifest under that key (and every blob it names), the stage is skipped.
+Otherwise the stage runs, its outputs are written as blobs, and the manifest is written
+last: the manifest is the commit point, so a crash or a failing stage never leaves a
+cache entry pointing at missing or partial outputs.
+
+The Celery executor (``tasks/``) follows the same protocol per task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.errors import SkuforgeError, StageFailedError
+from pipeline.plan import CAPTURE, Invocation, Plan
+from pipeline.registry import get_stage
+from pipeline.stage import ModelProvider, StageContext, canonical_json
+from pipeline.version import __version__
+
+MANIFEST_SCHEMA = "skuforge.stage-output/1"
+
+
+class BlobStore(Protocol):
+    """What the executor needs; ``storage.LocalArtifactStore`` satisfies it."""
+
+    def put(self, data: bytes) -> str: ...
+    def get(self, digest: str) -> bytes: ...
+    def exists(self, digest: str) -> bool: ...
+    def put_manifest(self, key: str, data: bytes) -> None: ...
+    def get_manifest(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass
+class StageRecord:
+    invocation: Invocation
+    cache_key: str
+    cache_hit: bool
+    input_digests: dict[str, str]
+    outputs: dict[str, OutputRef]
+    info: dict[str, Any]
+    wall_s: float
+    cpu_s: float
+    compute_wall_s: float  # of the run that produced the outputs (differs on a cache hit)
+    compute_cpu_s: float
+
+
+class ExecutionObserver(Protocol):
+    def stage_started(self, invocation: Invocation) -> None: ...
+    def stage_progress(self, invocation: Invocation, fraction: float, message: str) -> None: ...
+    def stage_finished(self, record: StageRecord) -> None: ...
+
+
+@dataclass
+class JobResult:
+    plan: Plan
+    capture_digest: str
+    records: list[StageRecord] = field(default_factory=list)
+
+    def record(self, invocation_id: str) -> StageRecord:
+        return next(r for r in self.records if r.invocation.id == invocation_id)
+
+
+class InProcessExecutor:
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        models: ModelProvider | None = None,
+        limits: Mapping[str, int] | None = None,
+        observer: ExecutionObserver | None = None,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.limits = dict(limits or {})
+        self.observer = observer
+
+    def run(self, plan: Plan, capture: bytes) -> JobResult:
+        capture_digest = self.store.put(capture)
+        result = JobResult(plan=plan, capture_digest=capture_digest)
+        produced: dict[str, dict[str, OutputRef]] = {}
+        for invocation in plan.invocations:
+            input_digests = {
+                name: capture_digest if ref.source == CAPTURE else produced[ref.source][ref.output].digest
+                for name, ref in invocation.inputs.items()
+            }
+            record = self._run_one(invocation, input_digests)
+            produced[invocation.id] = record.outputs
+            result.records.append(record)
+        return result
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        raw = self.store.get_manifest(key)
+        if raw is None:
+            return None
+        manifest: dict[str, Any] = json.loads(raw)
+        if manifest.get("schema") != MANIFEST_SCHEMA:
+            return None
+        if not all(self.store.exists(o["digest"]) for o in manifest["outputs"].values()):
+            return None  # a blob was garbage-collected: recompute
+        return manifest
+
+    def _run_one(self, invocation: Invocation, input_digests: dict[str, str]) -> StageRecord:
+        key = invocation.cache_key(input_digests)
+        if self.observer:
+            self.observer.stage_started(invocation)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        manifest = self._cached(key)
+        hit = manifest is not None
+        if manifest is None:
+            manifest = self._compute(invocation, key, input_digests)
+        record = StageRecord(
+            invocation=invocation,
+            cache_key=key,
+            cache_hit=hit,
+            input_digests=input_digests,
+            outputs={name: OutputRef(**ref) for name, ref in manifest["outputs"].items()},
+            info=manifest.get("info", {}),
+            wall_s=time.perf_counter() - wall0,
+            cpu_s=time.process_time() - cpu0,
+            compute_wall_s=float(manifest["timings"]["wall_s"]),
+            compute_cpu_s=float(manifest["timings"]["cpu_s"]),
+        )
+        if self.observer:
+            self.observer.stage_finished(record)
+        return record
+
+    def _compute(
+        self, invocation: Invocation, key: str, input_digests: dict[str, str]
+    ) -> dict[str, Any]:
+        stage = get_stage(invocation.stage)
+        inputs = {name: self.store.get(digest) for name, digest in input_digests.items()}
+        progress: Callable[[float, str], None] | None = None
+        if self.observer is not None:
+            observer = self.observer
+
+            def progress(fraction: float, message: str) -> None:
+                observer.stage_progress(invocation, fraction, message)
+
+        ctx = StageContext(
+            seed=invocation.seed,
+            backend=invocation.backend,
+            model_revision=invocation.model_revision,
+            models=self.models,
+            limits=self.limits,
+            progress=progress,
+        )
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        try:
+            result = stage.run(inputs, invocation.params, ctx)
+        except SkuforgeError:
+            raise
+        except Exception as exc:  # a bug in a stage: report it with its stage, keep the type
+            raise StageFailedError(
+                f"stage {invocation.id} failed: {type(exc).__name__}: {exc}", stage=invocation.id
+            ) from exc
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        outputs = {
+            name: {"digest": self.store.put(blob.data), "media_type": blob.media_type, "size": len(blob.data)}
+            for name, blob in result.outputs.items()
+        }
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "cache_key": key,
+            "stage": invocation.stage,
+            "stage_version": invocation.version,
+            "backend": invocation.backend,
+            "model_revision": invocation.model_revision,
+            "params": invocation.params_dict(),
+            "seed": invocation.seed,
+            "inputs": input_digests,
+            "outputs": outputs,
+            "info": result.info,
+            "timings": {"wall_s": round(wall, 6), "cpu_s": round(cpu, 6)},
+            "skuforge_version": __version__,
+        }
+        self.store.put_manifest(key, canonical_json(manifest))
+        return manifest

@@ -1,0 +1,224 @@
+"""Plans: the DAG of stage invocations for one job, built from an SKU template.
+
+Each invocation names its stage, the concrete backend (``auto`` is resolved here, so the
+choice is part of the cache key and the lineage), validated parameters, the job seed and
+where each input comes from (``capture`` or another invocation's output). Its cache key
+is the sha256 of all of that plus the stage version and the input digests, so an
+invocation whose inputs and parameters did not change is found in the cache.
+
+Overrides (``--set``) address ``stage.param`` (every invocation of the stage) or
+``stage.slot.param`` (one packshot slot); unknown stages, slots or parameters are errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import InvalidParameterError
+from pipeline.registry import get_stage
+from pipeline.stage import canonical_json
+from sku_templates.schema import CutoutParams, IngestParams, PackshotParams, Template
+
+CAPTURE = "capture"
+
+
+@dataclass(frozen=True)
+class InputRef:
+    source: str  # "capture" or an invocation id
+    output: str = "capture"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    id: str
+    stage: str
+    backend: str
+    params: BaseModel
+    inputs: Mapping[str, InputRef]
+    seed: int
+    model_revision: str | None = None
+    slot: str | None = None
+    exports: Mapping[str, str] = field(default_factory=dict)  # output -> file stem in out dir
+
+    @property
+    def version(self) -> str:
+        return get_stage(self.stage).version
+
+    def params_dict(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json")
+
+    def cache_key(self, input_digests: Mapping[str, str]) -> str:
+        material = {
+            "stage": self.stage,
+            "version": self.version,
+            "backend": self.backend,
+            "model_revision": self.model_revision,
+            "params": self.params_dict(),
+            "inputs": dict(sorted(input_digests.items())),
+            "seed": self.seed,
+        }
+        return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    template: str
+    seed: int
+    overrides: Mapping[str, Any]
+    invocations: tuple[Invocation, ...]
+
+    def by_id(self, invocation_id: str) -> Invocation:
+        for invocation in self.invocations:
+            if invocation.id == invocation_id:
+                return invocation
+        raise KeyError(invocation_id)
+
+    def dependencies(self, invocation: Invocation) -> list[str]:
+        return sorted({ref.source for ref in invocation.inputs.values()} - {CAPTURE})
+
+
+def parse_override_value(raw: str) -> Any:
+    """``--set`` values: JSON scalars (numbers, true/false, null, quoted strings) or text."""
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(value, dict | list):
+        raise InvalidParameterError(f"override values must be scalars, got {raw!r}")
+    return value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise InvalidParameterError(
+                f"override {pair!r} must look like stage.param=value", override=pair
+            )
+        overrides[key.strip()] = parse_override_value(raw.strip())
+    return overrides
+
+
+def _apply(model: BaseModel, changes: Mapping[str, Any], label: str) -> BaseModel:
+    if not changes:
+        return model
+    unknown = sorted(set(changes) - set(type(model).model_fields))
+    if unknown:
+        raise InvalidParameterError(
+            f"unknown parameter(s) for {label}: {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(type(model).model_fields))}",
+            parameters=unknown,
+        )
+    try:
+        return type(model).model_validate({**model.model_dump(), **changes})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or label}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidParameterError(f"invalid value for {label}: {problems}") from exc
+
+
+def _split_overrides(
+    overrides: Mapping[str, Any], slots: list[str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    ingest: dict[str, Any] = {}
+    cutout: dict[str, Any] = {}
+    packshots: dict[str, dict[str, Any]] = {"*": {}}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        stage = parts[0]
+        if stage == "ingest" and len(parts) == 2:
+            ingest[parts[1]] = value
+        elif stage == "cutout" and len(parts) == 2:
+            cutout[parts[1]] = value
+        elif stage == "packshots" and len(parts) == 2:
+            packshots["*"][parts[1]] = value
+        elif stage == "packshots" and len(parts) == 3:
+            if parts[1] not in slots:
+                raise InvalidParameterError(
+                    f"unknown packshot slot {parts[1]!r}; slots: {', '.join(slots)}"
+                )
+            packshots.setdefault(parts[1], {})[parts[2]] = value
+        else:
+            raise InvalidParameterError(
+                f"cannot apply override {key!r}: use ingest.<param>, cutout.<param>, "
+                "packshots.<param> or packshots.<slot>.<param>",
+                override=key,
+            )
+    return ingest, cutout, packshots
+
+
+BackendResolver = Callable[[str], tuple[str, str | None]]
+
+
+def build_plan(
+    template: Template,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    resolve_cutout_backend: BackendResolver,
+) -> Plan:
+    """The job's invocations in dependency order.
+
+    ``resolve_cutout_backend(requested) -> (backend, model_revision)`` turns ``auto`` or
+    ``rembg`` into what this deployment will actually run.
+    """
+    overrides = dict(overrides or {})
+    slots = [slot.name for slot in template.packshots]
+    ingest_changes, cutout_changes, packshot_changes = _split_overrides(overrides, slots)
+    ingest_params = _apply(IngestParams(), ingest_changes, "ingest")
+    cutout_params = _apply(template.cutout, cutout_changes, "cutout")
+    assert isinstance(cutout_params, CutoutParams)
+    backend, revision = resolve_cutout_backend(cutout_params.backend)
+
+    invocations: list[Invocation] = [
+        Invocation(
+            id="ingest",
+            stage="ingest",
+            backend="pillow",
+            params=ingest_params,
+            inputs={"capture": InputRef(CAPTURE)},
+            seed=seed,
+            exports={"image": "capture"},
+        ),
+        Invocation(
+            id="cutout",
+            stage="cutout",
+            backend=backend,
+            model_revision=revision,
+            params=cutout_params,
+            inputs={"image": InputRef("ingest", "image")},
+            seed=seed,
+            exports={"cutout": "cutout", "matte": "matte"},
+        ),
+    ]
+    for slot in template.packshots:
+        base = PackshotParams.model_validate(slot.model_dump(exclude={"name", "preset"}))
+        label = f"packshots.{slot.name}"
+        params = _apply(base, {**packshot_changes["*"], **packshot_changes.get(slot.name, {})}, label)
+        invocations.append(
+            Invocation(
+                id=label,
+                stage="packshots",
+                backend="compose",
+                params=params,
+                inputs={
+                    "cutout": InputRef("cutout", "cutout"),
+                    "cutout_info": InputRef("cutout", "info"),
+                },
+                seed=seed,
+                slot=slot.name,
+                exports={"image": f"packshots/{slot.name}"},
+            )
+        )
+    return Plan(
+        template=template.name, seed=seed, overrides=overrides, invocations=tuple(invocations)
+    )

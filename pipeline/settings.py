@@ -1,0 +1,82 @@
+"""Runtime settings: one pydantic-settings class read from ``SKUFORGE_*`` environment variables.
+
+It lives in ``pipeline`` because both processes (the API in ``service`` and the workers in
+``tasks``) may import ``pipeline`` but not each other; ``storage``, ``brand_rules`` and
+``sku_templates`` import nothing of ours and take their configuration as arguments.
+
+Nested values use ``__``: ``SKUFORGE_INGEST__MAX_PIXELS=50000000``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "skuforge-dev-secret-change-me"
+
+
+def _default_data_dir() -> Path:
+    return Path("~/.cache/skuforge").expanduser()
+
+
+class StoreSettings(BaseModel):
+    root: Path = Field(default_factory=lambda: _default_data_dir() / "store")
+
+
+class IngestSettings(BaseModel):
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="largest accepted file")
+    max_pixels: int = Field(
+        default=100_000_000, gt=0, description="decompression-bomb guard (width x height)"
+    )
+    min_side: int = Field(default=64, gt=0, description="smallest accepted width or height")
+
+
+class RembgSettings(BaseModel):
+    """Where the rembg backend finds its ONNX model. Nothing is ever downloaded.
+
+    ``model`` is a rembg session name. ``u2net_custom``/``dis_custom`` load ``model_file``;
+    any other name (``u2net``, ``isnet-general-use``, ...) must already be present in
+    ``home`` as rembg lays it out (``<home>/<name>.onnx`` or ``<home>/models/<name>/``).
+    """
+
+    home: Path = Field(default_factory=lambda: _default_data_dir() / "models" / "rembg")
+    model: str | None = None
+    model_file: Path | None = None
+    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads, 0 = auto")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SKUFORGE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    rembg: RembgSettings = Field(default_factory=RembgSettings)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            secret = self.secret_key.get_secret_value()
+            if secret == DEV_SECRET or len(secret) < 32:
+                raise ValueError(
+                    "SKUFORGE_SECRET_KEY must be set to a random value of at least 32 "
+                    "characters when SKUFORGE_ENVIRONMENT=production"
+                )
+        if self.rembg.model in {"u2net_custom", "dis_custom"} and self.rembg.model_file is None:
+            raise ValueError(
+                f"SKUFORGE_REMBG__MODEL={self.rembg.model} needs SKUFORGE_REMBG__MODEL_FILE"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()

@@ -1,0 +1,121 @@
+"""Stage ``cutout``: the product's RGBA cutout, its alpha matte, bounding box and confidence.
+
+Backends (``CutoutParams.backend``; resolved to a concrete one when the plan is built):
+``classical`` (no model, see ``backends/classical_cutout``) and ``rembg:<session>`` (a
+local ONNX model through rembg). A capture that already has real transparency is used
+as-is whatever the backend: there is nothing left to cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.backends.classical_cutout import ClassicalOptions, MatteResult, classical_matte
+from pipeline.errors import ModelUnavailableError, NoProductFoundError
+from pipeline.imaging.codecs import decode_rgb, encode_png
+from pipeline.stage import Blob, StageContext, StageResult, json_blob
+from sku_templates.schema import CutoutParams
+
+
+def alpha_bbox(alpha: np.ndarray, threshold: float = 0.02) -> list[int]:
+    """[x0, y0, x1, y1) of pixels with alpha above ``threshold``."""
+    ys = np.flatnonzero((alpha > threshold).any(axis=1))
+    xs = np.flatnonzero((alpha > threshold).any(axis=0))
+    if ys.size == 0:
+        raise NoProductFoundError("the matte is empty: no product pixels")
+    return [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
+
+
+class CutoutStage:
+    name = "cutout"
+    version = "1"
+    params_model = CutoutParams
+    input_names = ("image",)
+
+    def run(
+        self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext
+    ) -> StageResult:
+        assert isinstance(params, CutoutParams)
+        pixels = decode_rgb(inputs["image"])
+        if pixels.shape[2] == 4 and (pixels[..., 3] < 250).mean() > 0.01:
+            result = _from_input_alpha(pixels)
+            method, source = "input_alpha", "input"
+        elif ctx.backend == "classical":
+            result = classical_matte(
+                pixels[..., :3],
+                ClassicalOptions(
+                    working_size=params.working_size,
+                    keep_shadow=params.keep_shadow,
+                    refine_edges=params.refine_edges,
+                    decontaminate=params.decontaminate,
+                    seed=ctx.seed,
+                ),
+            )
+            method, source = "classical", "classical"
+        elif ctx.backend.startswith("rembg:"):
+            result = _rembg_matte(pixels[..., :3], ctx.backend.split(":", 1)[1], ctx)
+            method, source = "rembg", "model"
+        else:
+            raise ModelUnavailableError(f"cutout backend {ctx.backend!r} is not available")
+        ctx.report(0.8, "matte ready")
+
+        alpha8 = np.clip(np.rint(result.alpha * 255.0), 0, 255).astype(np.uint8)
+        colour8 = np.clip(np.rint(result.foreground * 255.0), 0, 255).astype(np.uint8)
+        colour8[alpha8 == 0] = 0  # no hidden backdrop colour in fully transparent pixels
+        rgba = np.dstack([colour8, alpha8])
+        info = {
+            "backend": ctx.backend,
+            "model_revision": ctx.model_revision,
+            "method": method,
+            "digital_source": source,
+            "confidence": result.confidence,
+            "bbox": alpha_bbox(result.alpha),
+            "size": [int(rgba.shape[1]), int(rgba.shape[0])],
+            "diagnostics": result.diagnostics,
+        }
+        return StageResult(
+            outputs={
+                "cutout": Blob(encode_png(Image.fromarray(rgba, "RGBA")), "image/png"),
+                "matte": Blob(encode_png(Image.fromarray(alpha8, "L")), "image/png"),
+                "info": json_blob(info),
+            },
+            info={k: info[k] for k in ("method", "confidence", "bbox")},
+        )
+
+
+def _from_input_alpha(rgba: np.ndarray) -> MatteResult:
+    alpha = rgba[..., 3].astype(np.float32) / 255.0
+    return MatteResult(
+        alpha=alpha,
+        foreground=rgba[..., :3].astype(np.float32) / 255.0,
+        confidence=1.0,
+        diagnostics={"source": "capture alpha channel"},
+    )
+
+
+def _rembg_matte(rgb: np.ndarray, model: str, ctx: StageContext) -> MatteResult:
+    if ctx.models is None:
+        raise ModelUnavailableError("this executor provides no models")
+    session = ctx.models.rembg_session(model)
+    masks = session.predict(Image.fromarray(rgb, "RGB"))
+    mask = masks[0]
+    if mask.size != (rgb.shape[1], rgb.shape[0]):
+        mask = mask.resize((rgb.shape[1], rgb.shape[0]), Image.Resampling.BILINEAR)
+    alpha = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    if (alpha > 0.5).sum() == 0:
+        raise NoProductFoundError(f"rembg model {model!r} found no product")
+    # Confidence from how decisive the model is inside the product's box.
+    x0, y0, x1, y1 = alpha_bbox(alpha, 0.5)
+    window = alpha[y0:y1, x0:x1]
+    undecided = float(((window > 0.1) & (window < 0.9)).mean())
+    confidence = round(float(np.clip(1.0 - 4.0 * undecided, 0.0, 1.0)), 4)
+    return MatteResult(
+        alpha=alpha,
+        foreground=rgb.astype(np.float32) / 255.0,
+        confidence=confidence,
+        diagnostics={"undecided_fraction": round(undecided, 4)},
+    )

@@ -1,0 +1,261 @@
+"""Stage ``ingest``: any supported capture -> one normalised 8-bit sRGB PNG.
+
+The format is decided by sniffing magic bytes, never by the file name. The pixel limit is
+checked from the header before any pixel is decoded, so a decompression bomb costs a few
+bytes of reading. EXIF orientation is applied to the pixels (and the tag reset), colour is
+converted to sRGB through the embedded ICC profile when there is one, and EXIF/XMP are kept
+so copyright and camera data survive.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+
+from pipeline.errors import (
+    CorruptImageError,
+    EmptyFileError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    UnsupportedMediaTypeError,
+)
+from pipeline.imaging.codecs import encode_png
+from pipeline.imaging.colour import srgb_profile
+from pipeline.stage import Blob, StageContext, StageResult
+from sku_templates.schema import IngestParams
+
+# A truncated file is an error here, never a half-grey image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "HEIF")
+DEFAULT_LIMITS = {"max_bytes": 64 * 1024 * 1024, "max_pixels": 100_000_000, "min_side": 64}
+
+
+def sniff_format(data: bytes) -> str:
+    """The container format from the first bytes, or raise ``UnsupportedMediaTypeError``."""
+    if not data:
+        raise EmptyFileError("the file is empty (0 bytes)")
+    head = data[:32]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim"):
+        return "HEIF"
+    described = _describe_unsupported(head)
+    raise UnsupportedMediaTypeError(
+        f"unsupported file type ({described}); send JPEG, PNG, WebP or TIFF",
+        detected=described,
+    )
+
+
+def _describe_unsupported(head: bytes) -> str:
+    stripped = head.lstrip()
+    if stripped.startswith((b"<svg", b"<?xml")) or b"<svg" in head:
+        return "SVG/XML"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if head[4:8] == b"ftyp" and head[8:12] == b"avif":
+        return "AVIF"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown binary"
+    return "text"
+
+
+def _open_heif(data: bytes) -> Image.Image:
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise UnsupportedMediaTypeError(
+            "HEIC/HEIF needs the optional extra: pip install 'skuforge[heic]'",
+            detected="HEIF",
+        ) from exc
+    pillow_heif.register_heif_opener()
+    return Image.open(io.BytesIO(data))
+
+
+class IngestStage:
+    name = "ingest"
+    version = "1"
+    params_model = IngestParams
+    input_names = ("capture",)
+
+    def run(
+        self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext
+    ) -> StageResult:
+        limits = {**DEFAULT_LIMITS, **ctx.limits}
+        data = inputs["capture"]
+        fmt = sniff_format(data)
+        if len(data) > limits["max_bytes"]:
+            raise ImageTooLargeError(
+                f"file is {len(data)} bytes; the limit is {limits['max_bytes']}",
+                size_bytes=len(data),
+                limit=limits["max_bytes"],
+            )
+        image = _open_checked(data, fmt, limits)
+        ctx.report(0.3, "decoded header")
+        info: dict[str, Any] = {
+            "source_format": fmt,
+            "source_mode": image.mode,
+            "source_size": list(image.size),
+            "frames": int(getattr(image, "n_frames", 1)),
+            "steps": [],
+        }
+        image = _decode(image)
+        image, orientation = _apply_orientation(image)
+        info["exif_orientation"] = orientation
+        if orientation not in (0, 1):
+            info["steps"].append(f"exif_orientation_{orientation}")
+        exif = image.getexif()
+        exif_bytes = exif.tobytes() if len(exif) else None
+        xmp = image.info.get("xmp")
+        image, steps, icc_description = _to_srgb8(image)
+        info["steps"].extend(steps)
+        info["icc_description"] = icc_description
+        ctx.report(0.7, "converted to sRGB")
+
+        width, height = image.size
+        if min(width, height) < limits["min_side"]:
+            raise ImageTooSmallError(
+                f"image is {width}x{height}; each side must be at least {limits['min_side']} px",
+                width=width,
+                height=height,
+                min_side=limits["min_side"],
+            )
+        info.update(width=width, height=height, has_alpha=image.mode == "RGBA")
+        png = encode_png(image, exif=exif_bytes, xmp=xmp if isinstance(xmp, bytes | str) else None)
+        return StageResult(outputs={"image": Blob(png, "image/png")}, info=info)
+
+
+def _open_checked(data: bytes, fmt: str, limits: Mapping[str, int]) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = _open_heif(data) if fmt == "HEIF" else Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(
+            f"image dimensions exceed the decompression-bomb limit ({exc})",
+            limit=limits["max_pixels"],
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise CorruptImageError(f"{fmt} header could not be read: the file is damaged") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"{fmt} file could not be opened: {exc}") from exc
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedMediaTypeError(f"decoded as {image.format}, which is not accepted")
+    width, height = image.size
+    if width * height > limits["max_pixels"]:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is "
+            f"{limits['max_pixels']}",
+            width=width,
+            height=height,
+            limit=limits["max_pixels"],
+        )
+    return image
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.seek(0)
+            image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(
+            f"{image.format} data is truncated or corrupt: {exc}", source_format=image.format
+        ) from exc
+    return image
+
+
+def _apply_orientation(image: Image.Image) -> tuple[Image.Image, int]:
+    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    if orientation in (0, 1):
+        return image, orientation
+    rotated = ImageOps.exif_transpose(image)
+    return (rotated if rotated is not None else image), orientation
+
+
+def _to_srgb8(image: Image.Image) -> tuple[Image.Image, list[str], str | None]:
+    """Convert any mode/bit depth/colour space to 8-bit RGB or RGBA in sRGB."""
+    steps: list[str] = []
+    icc = image.info.get("icc_profile")
+    mode = image.mode
+
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _high_bit_depth_to_l8(image)
+        steps.append(f"{mode}_to_8bit")
+        mode = image.mode
+    if mode == "P" or mode == "PA":
+        has_transparency = "transparency" in image.info or mode == "PA"
+        image = image.convert("RGBA" if has_transparency else "RGB")
+        steps.append("palette_expanded")
+    elif mode in ("1", "L"):
+        image = image.convert("RGB")
+        steps.append("greyscale_to_rgb")
+    elif mode == "LA":
+        image = image.convert("RGBA")
+        steps.append("greyscale_to_rgb")
+    elif mode not in ("RGB", "RGBA", "CMYK"):
+        image = image.convert("RGB")
+        steps.append(f"{mode}_to_rgb")
+
+    description: str | None = None
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            description = ImageCms.getProfileDescription(source).strip()
+        except (OSError, ImageCms.PyCMSError):
+            source = None
+            steps.append("invalid_icc_ignored")
+        if source is not None and not _is_srgb(description, image.mode):
+            out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+            converted = ImageCms.profileToProfile(
+                image,
+                source,
+                srgb_profile(),
+                renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                outputMode=out_mode,
+            )
+            if converted is not None:
+                image = converted
+                steps.append("icc_to_srgb")
+    if image.mode == "CMYK":
+        image = image.convert("RGB")
+        steps.append("cmyk_to_rgb_naive")
+    if image.mode == "RGBA":
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() == 255:
+            image = image.convert("RGB")
+            steps.append("opaque_alpha_dropped")
+    return image, steps, description
+
+
+def _is_srgb(description: str | None, mode: str) -> bool:
+    return mode != "CMYK" and bool(description) and "srgb" in (description or "").lower()
+
+
+def _high_bit_depth_to_l8(image: Image.Image) -> Image.Image:
+    array = np.asarray(image)
+    if image.mode == "F":
+        peak = float(array.max()) if array.size else 1.0
+        scale = 255.0 / (peak if peak > 1.0 else 1.0)
+        out = np.clip(np.rint(array * scale), 0, 255)
+    else:
+        wide = array.astype(np.float64)
+        out = np.rint(wide / 257.0) if wide.max() > 255 else wide
+        out = np.clip(out, 0, 255)
+    return Image.fromarray(out.astype(np.uint8), mode="L")

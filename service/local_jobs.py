@@ -1,0 +1,121 @@
+"""Run one job in this process (no Redis, no workers) and export its outputs to a folder.
+
+This is what ``skuforge run`` does; tests and benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends.rembg_models import RembgModelCache
+from pipeline.backends.selection import cutout_backend_resolver
+from pipeline.errors import InvalidSkuError, UnknownTemplateError
+from pipeline.executor import ExecutionObserver, InProcessExecutor, JobResult
+from pipeline.lineage import build_lineage
+from pipeline.plan import Plan, build_plan
+from pipeline.settings import Settings
+from sku_templates import (
+    Sku,
+    SkuFileError,
+    TemplateNotFoundError,
+    load_sku,
+    load_template,
+    template_for_sku,
+)
+from storage import LocalArtifactStore
+
+
+@dataclass
+class LocalJob:
+    result: JobResult
+    lineage: dict[str, Any]
+    store: LocalArtifactStore
+
+
+def read_sku(path: str | os.PathLike[str] | None) -> Sku | None:
+    if path is None:
+        return None
+    try:
+        return load_sku(path)
+    except (SkuFileError, OSError) as exc:
+        raise InvalidSkuError(str(exc)) from exc
+
+
+def make_plan(
+    settings: Settings,
+    *,
+    sku: Sku | None,
+    template_name: str | None,
+    overrides: dict[str, Any],
+    seed: int,
+) -> Plan:
+    name = template_name or template_for_sku(sku)
+    try:
+        template = load_template(name)
+    except TemplateNotFoundError as exc:
+        raise UnknownTemplateError(str(exc), template=name, known=exc.known) from exc
+    return build_plan(
+        template,
+        overrides=overrides,
+        seed=seed,
+        resolve_cutout_backend=cutout_backend_resolver(settings.rembg),
+    )
+
+
+def run_local_job(
+    capture: bytes,
+    *,
+    settings: Settings,
+    capture_name: str | None = None,
+    sku: Sku | None = None,
+    template_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    store: LocalArtifactStore | None = None,
+    observer: ExecutionObserver | None = None,
+    models: RembgModelCache | None = None,
+) -> LocalJob:
+    store = store or LocalArtifactStore(settings.store.root)
+    plan = make_plan(
+        settings, sku=sku, template_name=template_name, overrides=overrides or {}, seed=seed
+    )
+    executor = InProcessExecutor(
+        store,
+        models=models or RembgModelCache(settings.rembg),
+        limits=settings.ingest.model_dump(),
+        observer=observer,
+    )
+    result = executor.run(plan, capture)
+    lineage = build_lineage(result, sku=sku, capture_name=capture_name, capture_size=len(capture))
+    return LocalJob(result=result, lineage=lineage, store=store)
+
+
+def export_job(job: LocalJob, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write every exported output and ``manifest.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    written = []
+    for output in job.lineage["outputs"]:
+        target = out / output["file"]
+        _write_atomic(target, job.store.get(output["digest"]))
+        written.append(target)
+    manifest = out / "manifest.json"
+    _write_atomic(manifest, (json.dumps(job.lineage, indent=2, sort_keys=True) + "\n").encode())
+    written.append(manifest)
+    return written
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

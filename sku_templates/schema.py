@@ -1,0 +1,126 @@
+"""Schemas for SKU templates (what to produce) and SKU files (what the product is).
+
+Stage parameter models live here too, so a template slot and a ``--set`` override are
+validated by the same class. This package imports nothing else from skuforge.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_HEX_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_SLUG = r"^[a-z0-9][a-z0-9_-]{0,47}$"
+
+
+def _hex_colour(value: str) -> str:
+    if not _HEX_RE.match(value):
+        raise ValueError(f"expected a colour like #F5F5F5, got {value!r}")
+    return value.upper()
+
+
+HexColour = Annotated[str, AfterValidator(_hex_colour)]
+
+
+def _background(value: str) -> str:
+    if value.lower() in {"transparent", "none"}:
+        return "transparent"
+    if value.lower() == "white":
+        return "#FFFFFF"
+    return _hex_colour(value)
+
+
+Background = Annotated[str, AfterValidator(_background)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- stage parameters -----------------------------------------------------------------------
+class IngestParams(StrictModel):
+    """Ingest has no tunable output parameters: its limits only accept or reject."""
+
+
+class CutoutParams(StrictModel):
+    backend: str = Field(
+        default="auto", description="auto | classical | rembg | rembg:<session name>"
+    )
+    keep_shadow: bool = Field(default=False, description="keep the cast shadow in the matte")
+    working_size: int = Field(
+        default=640, ge=256, le=2048, description="long side for segmentation"
+    )
+    refine_edges: bool = True
+    decontaminate: bool = True
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value in {"auto", "classical", "rembg"} or value.startswith("rembg:"):
+            return value
+        raise ValueError("backend must be auto, classical, rembg or rembg:<model>")
+
+
+class PackshotParams(StrictModel):
+    width: int = Field(default=2000, ge=16, le=10000)
+    height: int = Field(default=2000, ge=16, le=10000)
+    background: Background = "#FFFFFF"
+    fill: float = Field(
+        default=0.85, gt=0.05, le=1.0, description="product extent / canvas, on the tighter axis"
+    )
+    margin: float = Field(default=0.02, ge=0.0, lt=0.45, description="minimum margin per side")
+    align: Literal["center", "bottom"] = "center"
+    shadow: Literal["none", "contact", "drop"] = "none"
+    shadow_opacity: float = Field(default=0.35, ge=0.0, le=1.0)
+    format: Literal["jpeg", "png", "webp"] = "jpeg"
+    quality: int = Field(default=92, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _transparency_needs_alpha_format(self) -> PackshotParams:
+        if self.background == "transparent" and self.format == "jpeg":
+            raise ValueError("a transparent background needs format png or webp, not jpeg")
+        return self
+
+
+# -- templates ------------------------------------------------------------------------------
+class PackshotSlot(PackshotParams):
+    name: Annotated[str, Field(pattern=_SLUG)]
+    preset: str | None = Field(
+        default=None, description="marketplace preset this slot is made for (e.g. amazon_main)"
+    )
+
+
+class Template(StrictModel):
+    name: Annotated[str, Field(pattern=_SLUG)]
+    description: str
+    categories: list[str] = Field(default_factory=list)
+    cutout: CutoutParams = Field(default_factory=CutoutParams)
+    packshots: list[PackshotSlot] = Field(min_length=1)
+
+    @field_validator("packshots")
+    @classmethod
+    def _unique_slots(cls, slots: list[PackshotSlot]) -> list[PackshotSlot]:
+        names = [s.name for s in slots]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate packshot slot names: {names}")
+        return slots
+
+
+# -- SKU files ------------------------------------------------------------------------------
+class Dimensions(StrictModel):
+    width_mm: float | None = Field(default=None, gt=0)
+    height_mm: float | None = Field(default=None, gt=0)
+    depth_mm: float | None = Field(default=None, gt=0)
+
+
+class Sku(StrictModel):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    name: str = Field(min_length=1, max_length=300)
+    brand: str = Field(min_length=1, max_length=120)
+    template: str | None = Field(default=None, description="template name; else by category")
+    category: str | None = None
+    colours: list[HexColour] = Field(default_factory=list, description="declared product colours")
+    dimensions: Dimensions | None = None
+    logo: str | None = Field(default=None, description="path or asset digest of the brand logo")
