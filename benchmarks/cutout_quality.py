@@ -73,7 +73,8 @@ def main() -> None:
     args = parser.parse_args()
 
     sources = {
-        p.stem: load_rgba(str(p)) for p in sorted((args.datasets / "images/gso_renders").glob("*.png"))
+        p.stem: load_rgba(str(p))
+        for p in sorted((args.datasets / "images/gso_renders").glob("*.png"))
     }
     if args.scan_renders:
         for p in sorted(args.scan_renders.glob("*.png")):
@@ -86,11 +87,16 @@ def main() -> None:
             detail.add_column(col)
         for r in sorted(rows, key=lambda r: r["iou"]):  # type: ignore[arg-type,return-value]
             detail.add_row(
-                str(r["object"]), str(r["backdrop"]), f"{r['iou']:.4f}", f"{r['mae']:.4f}",
+                str(r["object"]),
+                str(r["backdrop"]),
+                f"{r['iou']:.4f}",
+                f"{r['mae']:.4f}",
                 f"{r['confidence']:.2f}",
             )
         console.print(detail)
-    table = Table(title=f"classical cutout, {len(sources)} objects, {args.size}px, shadow={args.shadow}")
+    table = Table(
+        title=f"classical cutout, {len(sources)} objects, {args.size}px, shadow={args.shadow}"
+    )
     for col in ("backdrop", "n", "mean IoU", "worst IoU", "worst object", "mean |alpha err|"):
         table.add_column(col)
     groups = [*BACKDROPS, "ALL"]
@@ -99,8 +105,12 @@ def main() -> None:
         ious = [float(r["iou"]) for r in sel]  # type: ignore[arg-type]
         worst = min(sel, key=lambda r: r["iou"])  # type: ignore[arg-type,return-value]
         table.add_row(
-            group, str(len(sel)), f"{statistics.mean(ious):.4f}", f"{min(ious):.4f}",
-            str(worst["object"]), f"{statistics.mean(float(r['mae']) for r in sel):.4f}",  # type: ignore[arg-type]
+            group,
+            str(len(sel)),
+            f"{statistics.mean(ious):.4f}",
+            f"{min(ious):.4f}",
+            str(worst["object"]),
+            f"{statistics.mean(float(r['mae']) for r in sel):.4f}",  # type: ignore[arg-type]
         )
     console.print(table)
     times = time_cutout(next(iter(sources.values())))

@@ -93,7 +93,9 @@ class InProcessExecutor:
         produced: dict[str, dict[str, OutputRef]] = {}
         for invocation in plan.invocations:
             input_digests = {
-                name: capture_digest if ref.source == CAPTURE else produced[ref.source][ref.output].digest
+                name: capture_digest
+                if ref.source == CAPTURE
+                else produced[ref.source][ref.output].digest
                 for name, ref in invocation.inputs.items()
             }
             record = self._run_one(invocation, input_digests)
@@ -168,7 +170,11 @@ class InProcessExecutor:
             ) from exc
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         outputs = {
-            name: {"digest": self.store.put(blob.data), "media_type": blob.media_type, "size": len(blob.data)}
+            name: {
+                "digest": self.store.put(blob.data),
+                "media_type": blob.media_type,
+                "size": len(blob.data),
+            }
             for name, blob in result.outputs.items()
         }
         manifest = {

@@ -203,7 +203,9 @@ def build_plan(
     for slot in template.packshots:
         base = PackshotParams.model_validate(slot.model_dump(exclude={"name", "preset"}))
         label = f"packshots.{slot.name}"
-        params = _apply(base, {**packshot_changes["*"], **packshot_changes.get(slot.name, {})}, label)
+        params = _apply(
+            base, {**packshot_changes["*"], **packshot_changes.get(slot.name, {})}, label
+        )
         invocations.append(
             Invocation(
                 id=label,

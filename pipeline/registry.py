@@ -7,9 +7,8 @@ from pipeline.stages.cutout import CutoutStage
 from pipeline.stages.ingest import IngestStage
 from pipeline.stages.packshots import PackshotStage
 
-STAGES: dict[str, Stage] = {
-    stage.name: stage for stage in (IngestStage(), CutoutStage(), PackshotStage())
-}
+_ALL: tuple[Stage, ...] = (IngestStage(), CutoutStage(), PackshotStage())
+STAGES: dict[str, Stage] = {stage.name: stage for stage in _ALL}
 
 
 def get_stage(name: str) -> Stage:

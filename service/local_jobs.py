@@ -41,7 +41,7 @@ def read_sku(path: str | os.PathLike[str] | None) -> Sku | None:
     if path is None:
         return None
     try:
-        return load_sku(path)
+        return load_sku(Path(path))
     except (SkuFileError, OSError) as exc:
         raise InvalidSkuError(str(exc)) from exc
 

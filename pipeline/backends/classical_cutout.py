@@ -123,7 +123,7 @@ def backdrop_model(image: np.ndarray, strip: int) -> tuple[np.ndarray, float, fl
 
 # -- segmentation --------------------------------------------------------------------------
 def _luminance(image: np.ndarray) -> np.ndarray:
-    return image.mean(axis=2)
+    return np.asarray(image.mean(axis=2), dtype=np.float32)
 
 
 def _border_mask(shape: tuple[int, ...], strip: int) -> np.ndarray:
@@ -164,18 +164,14 @@ def _compatible_with_backdrop(
     grad = np.sqrt(gx * gx + gy * gy)
     grad_tol = max(0.045 + 2.0 * noise, float(np.quantile(grad[border], 0.995)) * 1.2)
     flat = grad < min(grad_tol, 0.12)
-    if options.keep_shadow:
-        low = 1.0 - tol_k
-    else:
-        low = options.shadow_floor
+    # Keeping the shadow means only unshadowed backdrop may be removed.
+    low = 1.0 - tol_k if options.keep_shadow else options.shadow_floor
     compatible = (chroma_dist < chroma_tol) & (ratio > low) & (ratio < 1.0 + tol_k) & flat
     plain = (chroma_dist < chroma_tol * 0.6) & (np.abs(ratio - 1.0) < tol_k * 0.8)
     return compatible, plain, ratio
 
 
-def _background_by_flood(
-    compatible: np.ndarray, plain: np.ndarray, gap: int
-) -> np.ndarray:
+def _background_by_flood(compatible: np.ndarray, plain: np.ndarray, gap: int) -> np.ndarray:
     # Close the barrier of non-backdrop pixels first, so the flood cannot leak through a
     # narrow low-contrast gap in the product outline into a backdrop-coloured interior.
     barrier = (~compatible).astype(np.uint8)
@@ -203,9 +199,7 @@ def _background_by_flood(
         # more likely a product face that happens to match the backdrop (brushed steel).
         product_area = int((~background).sum())
         is_hole = (
-            (areas >= min_hole)
-            & (plain_counts >= 0.3 * areas)
-            & (areas <= 0.15 * product_area)
+            (areas >= min_hole) & (plain_counts >= 0.3 * areas) & (areas <= 0.15 * product_area)
         )
         is_hole[0] = False
         background |= is_hole[hole_labels]
@@ -218,7 +212,7 @@ def _clean_foreground(foreground: np.ndarray, deviation: np.ndarray) -> np.ndarr
     mask = cv2.morphologyEx(foreground.astype(np.uint8), cv2.MORPH_OPEN, kernel)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
-        return mask.astype(bool)
+        return np.asarray(mask, dtype=bool)
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     strength = np.bincount(labels.ravel(), weights=deviation.ravel(), minlength=n) / np.maximum(
         areas, 1
@@ -235,7 +229,7 @@ def _clean_foreground(foreground: np.ndarray, deviation: np.ndarray) -> np.ndarr
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inverse, connectivity=4)
     tiny = np.zeros(n, dtype=bool)
     tiny[1:] = stats[1:, cv2.CC_STAT_AREA] < max(9, mask.size // 20000)
-    return mask | tiny[labels]
+    return np.asarray(mask | tiny[labels], dtype=bool)
 
 
 def _grabcut(
@@ -265,9 +259,7 @@ def _grabcut(
     mask[~bg & ~fg.astype(bool)] = cv2.GC_PR_BGD
     mask[fg.astype(bool)] = cv2.GC_PR_FGD
     mask[sure_fg] = cv2.GC_FGD
-    if not (mask == cv2.GC_BGD).any() or not (
-        (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    ).any():
+    if not (mask == cv2.GC_BGD).any() or not ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).any():
         return foreground
     bgd_model = np.zeros((1, 65), np.float64)
     fgd_model = np.zeros((1, 65), np.float64)
@@ -289,7 +281,7 @@ def _grabcut(
 def _normalised_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
     num = cv2.GaussianBlur(values * weights[..., None], (0, 0), sigma)
     den = cv2.GaussianBlur(weights, (0, 0), sigma)[..., None]
-    return num / np.maximum(den, 1e-6)
+    return np.asarray(num / np.maximum(den, 1e-6), dtype=np.float32)
 
 
 def _guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -322,16 +314,12 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     full_h, full_w, _ = rgb8.shape
     scale = min(1.0, options.working_size / max(full_h, full_w))
     work_w, work_h = max(8, round(full_w * scale)), max(8, round(full_h * scale))
-    small8 = (
-        cv2.resize(rgb8, (work_w, work_h), interpolation=cv2.INTER_AREA) if scale < 1 else rgb8
-    )
+    small8 = cv2.resize(rgb8, (work_w, work_h), interpolation=cv2.INTER_AREA) if scale < 1 else rgb8
     small = small8.astype(np.float32) / 255.0
 
     strip = max(3, round(0.025 * max(work_h, work_w)))
     backdrop, noise, border_fit = backdrop_model(small, strip)
-    compatible, plain, ratio = _compatible_with_backdrop(
-        small, backdrop, noise, strip, options
-    )
+    compatible, plain, ratio = _compatible_with_backdrop(small, backdrop, noise, strip, options)
     gap = max(2, round(0.006 * max(work_h, work_w)))
     background = _background_by_flood(compatible, plain, gap)
     deviation = np.sqrt(((small - backdrop) ** 2).sum(axis=2))
@@ -343,7 +331,7 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     if options.grabcut_iterations > 0:
         foreground = _clean_foreground(
             deviation=deviation,
-            foreground=_grabcut(small8, foreground, background, plain, options.grabcut_iterations)
+            foreground=_grabcut(small8, foreground, background, plain, options.grabcut_iterations),
         )
         if not foreground.any():
             raise NoProductFoundError("no product left after graph-cut refinement")
@@ -378,15 +366,12 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     if band.any():
         y0, y1, x0, x1 = _bbox(band, 2)
         crop = image[y0:y1, x0:x1]
-        size = (x1 - x0, y1 - y0)
-        sy, sx = (y0 * scale, x0 * scale) if scale < 1 else (y0, x0)
         # Resample the working-resolution local colours onto the full-resolution crop.
         map_x = (np.arange(x0, x1, dtype=np.float32) + 0.5) * scale - 0.5
         map_y = (np.arange(y0, y1, dtype=np.float32) + 0.5) * scale - 0.5
         grid_x, grid_y = np.meshgrid(map_x, map_y)
         f_loc = cv2.remap(local_f, grid_x, grid_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
         b_loc = cv2.remap(local_b, grid_x, grid_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
-        del size, sy, sx
         diff = f_loc - b_loc
         denom = (diff * diff).sum(axis=2)
         separable = denom > (0.06 + 4 * noise) ** 2
@@ -429,7 +414,9 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
         "touches_frame": round(touches, 4),
         "foreground_fraction": round(float(foreground.mean()), 5),
     }
-    return MatteResult(alpha=alpha, foreground=foreground_rgb, confidence=confidence, diagnostics=diagnostics)
+    return MatteResult(
+        alpha=alpha, foreground=foreground_rgb, confidence=confidence, diagnostics=diagnostics
+    )
 
 
 def _add_shadow_layer(

@@ -3,7 +3,7 @@
 rembg downloads a missing model on first use; a worker must never do that at request time,
 so every path is checked here first and a missing file is a ``ModelUnavailableError``.
 rembg only accepts ``model_path`` inside its home directory, which is why the configured
-home is exported as ``U2NET_HOME`` before a session is built.
+home is set as ``U2NET_HOME`` while a session is built.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class RembgModel:
     revision: str  # first 16 hex of the model file's sha256
 
 
+_ENV_LOCK = threading.Lock()
 _revision_cache: dict[tuple[str, int, int], str] = {}
 
 
@@ -92,12 +93,6 @@ class RembgModelCache:
         from rembg import new_session
 
         home = str(self.settings.home.expanduser().resolve())
-        current = os.environ.get("U2NET_HOME")
-        if current and Path(current).resolve() != Path(home):
-            raise ModelUnavailableError(
-                f"U2NET_HOME={current} differs from SKUFORGE_REMBG__HOME={home}"
-            )
-        os.environ["U2NET_HOME"] = home
         options = ort.SessionOptions()
         if self.settings.threads:
             options.intra_op_num_threads = self.settings.threads
@@ -110,7 +105,18 @@ class RembgModelCache:
                     f"custom model {model.path} must live inside SKUFORGE_REMBG__HOME ({home})"
                 )
             kwargs["model_path"] = str(model.path)
-        return new_session(model.session, sess_opts=options, **kwargs)
+        # rembg reads its home from the environment while a session is built (and only
+        # then), so point it at ours for that moment, under a process-wide lock.
+        with _ENV_LOCK:
+            previous = os.environ.get("U2NET_HOME")
+            os.environ["U2NET_HOME"] = home
+            try:
+                return new_session(model.session, sess_opts=options, **kwargs)
+            finally:
+                if previous is None:
+                    os.environ.pop("U2NET_HOME", None)
+                else:
+                    os.environ["U2NET_HOME"] = previous
 
 
 def _cuda_available(ort: Any) -> bool:

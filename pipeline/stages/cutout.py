@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel
 
 from pipeline.backends.classical_cutout import ClassicalOptions, MatteResult, classical_matte
 from pipeline.errors import ModelUnavailableError, NoProductFoundError
@@ -33,12 +34,10 @@ def alpha_bbox(alpha: np.ndarray, threshold: float = 0.02) -> list[int]:
 class CutoutStage:
     name = "cutout"
     version = "1"
-    params_model = CutoutParams
-    input_names = ("image",)
+    params_model: type[BaseModel] = CutoutParams
+    input_names: tuple[str, ...] = ("image",)
 
-    def run(
-        self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext
-    ) -> StageResult:
+    def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         assert isinstance(params, CutoutParams)
         pixels = decode_rgb(inputs["image"])
         if pixels.shape[2] == 4 and (pixels[..., 3] < 250).mean() > 0.01:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel
 
 from pipeline.errors import (
     CorruptImageError,
@@ -90,12 +91,10 @@ def _open_heif(data: bytes) -> Image.Image:
 class IngestStage:
     name = "ingest"
     version = "1"
-    params_model = IngestParams
-    input_names = ("capture",)
+    params_model: type[BaseModel] = IngestParams
+    input_names: tuple[str, ...] = ("capture",)
 
-    def run(
-        self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext
-    ) -> StageResult:
+    def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         limits = {**DEFAULT_LIMITS, **ctx.limits}
         data = inputs["capture"]
         fmt = sniff_format(data)

@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel
 
 from pipeline.imaging.codecs import decode_rgba, encode_jpeg, encode_png, encode_webp
 from pipeline.imaging.colour import hex_to_rgb
@@ -31,12 +32,10 @@ SOURCE_TYPES = {"model": COMPOSITE_WITH_TRAINED, "generated": TRAINED_ALGORITHMI
 class PackshotStage:
     name = "packshots"
     version = "1"
-    params_model = PackshotParams
-    input_names = ("cutout", "cutout_info")
+    params_model: type[BaseModel] = PackshotParams
+    input_names: tuple[str, ...] = ("cutout", "cutout_info")
 
-    def run(
-        self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext
-    ) -> StageResult:
+    def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         assert isinstance(params, PackshotParams)
         info = json.loads(inputs["cutout_info"])
         rgba = decode_rgba(inputs["cutout"])
@@ -107,7 +106,7 @@ def _shadow(layout: dict[str, Any], alpha: np.ndarray, params: PackshotParams) -
         shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, width * 0.03))
     elif params.shadow == "drop":
         shadow[y0:y1, x0:x1] = alpha
-        offset = np.float32([[1, 0, W * 0.015], [0, 1, H * 0.02]])
+        offset = np.array([[1, 0, W * 0.015], [0, 1, H * 0.02]], dtype=np.float32)
         shadow = cv2.warpAffine(shadow, offset, (W, H))
         shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, min(W, H) * 0.012))
     peak = float(shadow.max())
