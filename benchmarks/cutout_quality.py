@@ -20,10 +20,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.datasets import datasets_dir
 from benchmarks.studio_captures import BACKDROPS, load_rgba, studio_capture
 from pipeline.backends.classical_cutout import ClassicalOptions, classical_matte
 
-DEFAULT_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DEFAULT_DATASETS = datasets_dir()
 
 
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:

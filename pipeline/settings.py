@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     secret_key: SecretStr = SecretStr(DEV_SECRET)
+    local_threads: int = Field(
+        default=0, ge=0, description="stages run at once by the in-process executor, 0 = cores"
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     rembg: RembgSettings = Field(default_factory=RembgSettings)

@@ -89,6 +89,7 @@ def run_local_job(
         models=models or RembgModelCache(settings.rembg),
         limits=settings.ingest.model_dump(),
         observer=observer,
+        max_workers=settings.local_threads or None,
     )
     result = executor.run(plan, capture)
     lineage = build_lineage(result, sku=sku, capture_name=capture_name, capture_size=len(capture))

@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.datasets import datasets_dir
 from benchmarks.studio_captures import load_rgba, studio_capture
 from pipeline.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = datasets_dir()
 GSO = DATASETS / "images" / "gso_renders"
 EXAMPLE_CAPTURE = ROOT / "examples" / "capture.jpg"
 EXAMPLE_SKU = ROOT / "examples" / "sku.yaml"

@@ -54,7 +54,7 @@ def test_edge_colours_are_decontaminated() -> None:
     edge = (capture.alpha > 0.2) & (capture.alpha < 0.8)
     backdrop_blue = np.array([0.6, 0.76, 0.9])
     raw = capture.rgb[edge].astype(np.float32) / 255.0
-    clean = result.foreground[edge]
+    clean = result.foreground[edge].astype(np.float32) / 255.0
     # Decontaminated edge colours sit further from the backdrop than the raw mixtures.
     assert (
         np.linalg.norm(clean - backdrop_blue, axis=1).mean()

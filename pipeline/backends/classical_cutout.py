@@ -43,7 +43,7 @@ _EPS = 1e-4
 @dataclass
 class MatteResult:
     alpha: np.ndarray  # HxW float32 in [0, 1]
-    foreground: np.ndarray  # HxWx3 float32 decontaminated colours in [0, 1]
+    foreground: np.ndarray  # HxWx3 uint8 colours, decontaminated at the edge
     confidence: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
@@ -348,13 +348,12 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
         local_b = backdrop
 
     soft = cv2.GaussianBlur(foreground.astype(np.float32), (0, 0), 0.7)
-    image = rgb8.astype(np.float32) / 255.0
     if scale < 1:
         soft_full = cv2.resize(soft, (full_w, full_h), interpolation=cv2.INTER_LINEAR)
     else:
         soft_full = soft
     alpha = (soft_full > 0.5).astype(np.float32)
-    foreground_rgb = image.copy()
+    foreground_rgb = rgb8.copy()
     band_px = int(np.ceil(1.5 / scale)) + 2
     hard = (soft_full > 0.5).astype(np.uint8)
     band = (
@@ -365,7 +364,7 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     contrast_ratio = 0.0
     if band.any():
         y0, y1, x0, x1 = _bbox(band, 2)
-        crop = image[y0:y1, x0:x1]
+        crop = rgb8[y0:y1, x0:x1].astype(np.float32) / 255.0
         # Resample the working-resolution local colours onto the full-resolution crop.
         map_x = (np.arange(x0, x1, dtype=np.float32) + 0.5) * scale - 0.5
         map_y = (np.arange(y0, y1, dtype=np.float32) + 0.5) * scale - 0.5
@@ -394,10 +393,10 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
             weight = np.where(separable[..., None], weight, 1.0)
             blended = solved * weight + f_loc * (1.0 - weight)
             crop_rgb = foreground_rgb[y0:y1, x0:x1]
-            crop_rgb[crop_band] = blended[crop_band]
+            crop_rgb[crop_band] = np.clip(np.rint(blended[crop_band] * 255.0), 0, 255)
 
     if options.keep_shadow:
-        alpha, foreground_rgb = _add_shadow_layer(alpha, foreground_rgb, ratio, background, rgb8)
+        alpha, foreground_rgb = _add_shadow_layer(alpha, foreground_rgb, ratio, background)
 
     touches = float(
         np.mean(
@@ -424,7 +423,6 @@ def _add_shadow_layer(
     colours: np.ndarray,
     ratio: np.ndarray,
     background: np.ndarray,
-    rgb8: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keep the cast shadow as a black, semi-transparent layer under the product."""
     h, w = alpha.shape
@@ -432,9 +430,9 @@ def _add_shadow_layer(
     shadow = cv2.resize(shadow.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     shadow[shadow < 0.03] = 0.0
     combined = alpha + (1.0 - alpha) * shadow
-    safe = np.maximum(combined, 1e-6)[..., None]
-    colours = colours * (alpha[..., None] / safe)
-    return combined.astype(np.float32), colours.astype(np.float32)
+    scale = alpha / np.maximum(combined, 1e-6)
+    darkened = np.rint(colours.astype(np.float32) * scale[..., None])
+    return combined.astype(np.float32), np.clip(darkened, 0, 255).astype(np.uint8)
 
 
 def _confidence(

@@ -63,9 +63,10 @@ class CutoutStage:
         ctx.report(0.8, "matte ready")
 
         alpha8 = np.clip(np.rint(result.alpha * 255.0), 0, 255).astype(np.uint8)
-        colour8 = np.clip(np.rint(result.foreground * 255.0), 0, 255).astype(np.uint8)
-        colour8[alpha8 == 0] = 0  # no hidden backdrop colour in fully transparent pixels
-        rgba = np.dstack([colour8, alpha8])
+        rgba = np.empty((*alpha8.shape, 4), np.uint8)
+        rgba[..., :3] = result.foreground
+        rgba[..., 3] = alpha8
+        rgba[alpha8 == 0, :3] = 0  # no hidden backdrop colour in fully transparent pixels
         info = {
             "backend": ctx.backend,
             "model_revision": ctx.model_revision,
@@ -90,7 +91,7 @@ def _from_input_alpha(rgba: np.ndarray) -> MatteResult:
     alpha = rgba[..., 3].astype(np.float32) / 255.0
     return MatteResult(
         alpha=alpha,
-        foreground=rgba[..., :3].astype(np.float32) / 255.0,
+        foreground=np.ascontiguousarray(rgba[..., :3]),
         confidence=1.0,
         diagnostics={"source": "capture alpha channel"},
     )
@@ -114,7 +115,7 @@ def _rembg_matte(rgb: np.ndarray, model: str, ctx: StageContext) -> MatteResult:
     confidence = round(float(np.clip(1.0 - 4.0 * undecided, 0.0, 1.0)), 4)
     return MatteResult(
         alpha=alpha,
-        foreground=rgb.astype(np.float32) / 255.0,
+        foreground=rgb,
         confidence=confidence,
         diagnostics={"undecided_fraction": round(undecided, 4)},
     )

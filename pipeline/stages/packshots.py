@@ -55,7 +55,7 @@ class PackshotStage:
         elif params.format == "webp":
             data = encode_webp(image, quality=params.quality, xmp=xmp)
         else:
-            data = encode_png(image, xmp=xmp, icc=True, compress_level=6)
+            data = encode_png(image, xmp=xmp, icc=True, compress_level=4)
         return StageResult(
             outputs={"image": Blob(data, MEDIA_TYPES[params.format])},
             info={
@@ -95,45 +95,68 @@ def _place(product: np.ndarray, params: PackshotParams) -> tuple[np.ndarray, dic
     return resized, {"box": box, "fill": round(max(nw / W, nh / H), 4)}
 
 
+_SHADOW_SCALE = 4  # shadows are soft: build them at 1/4 resolution, then upsample
+
+
 def _shadow(layout: dict[str, Any], alpha: np.ndarray, params: PackshotParams) -> np.ndarray:
     W, H = params.width, params.height
-    x0, y0, x1, y1 = layout["box"]
-    shadow = np.zeros((H, W), np.float32)
+    f = _SHADOW_SCALE
+    w, h = max(1, W // f), max(1, H // f)
+    x0, y0, x1, y1 = (v / f for v in layout["box"])
+    shadow = np.zeros((h, w), np.float32)
     if params.shadow == "contact":
         width = x1 - x0
-        axes = (max(2, round(width * 0.46)), max(2, round(width * 0.045)))
-        cv2.ellipse(shadow, ((x0 + x1) // 2, y1 - axes[1] // 3), axes, 0, 0, 360, 1.0, -1)
-        shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, width * 0.03))
+        axes = (max(1, round(width * 0.46)), max(1, round(width * 0.045)))
+        centre = (round((x0 + x1) / 2), round(y1 - axes[1] / 3))
+        cv2.ellipse(shadow, centre, axes, 0, 0, 360, 1.0, -1)
+        shadow = cv2.GaussianBlur(shadow, (0, 0), max(0.5, width * 0.03))
     elif params.shadow == "drop":
-        shadow[y0:y1, x0:x1] = alpha
-        offset = np.array([[1, 0, W * 0.015], [0, 1, H * 0.02]], dtype=np.float32)
-        shadow = cv2.warpAffine(shadow, offset, (W, H))
-        shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, min(W, H) * 0.012))
+        small = cv2.resize(
+            alpha, (max(1, round(x1 - x0)), max(1, round(y1 - y0))), interpolation=cv2.INTER_AREA
+        )
+        top, left = round(y0 + h * 0.02), round(x0 + w * 0.015)
+        bottom, right = min(h, top + small.shape[0]), min(w, left + small.shape[1])
+        shadow[top:bottom, left:right] = small[: bottom - top, : right - left]
+        shadow = cv2.GaussianBlur(shadow, (0, 0), max(0.5, min(w, h) * 0.012))
     peak = float(shadow.max())
     if peak > 0:
         shadow *= params.shadow_opacity / peak
-    return shadow
+    return np.asarray(cv2.resize(shadow, (W, H), interpolation=cv2.INTER_LINEAR), np.float32)
 
 
 def _composite(placed: np.ndarray, layout: dict[str, Any], params: PackshotParams) -> np.ndarray:
+    """Blend only where something happens (the product box and the shadow); the rest of
+    the canvas is the flat background, written directly as bytes."""
     W, H = params.width, params.height
+    transparent = params.background == "transparent"
+    if transparent:
+        canvas = np.zeros((H, W, 4), np.uint8)
+        background = np.zeros(3, np.float32)
+    else:
+        background = np.array(hex_to_rgb(params.background), np.float32) / 255.0
+        canvas = np.empty((H, W, 3), np.uint8)
+        canvas[:] = hex_to_rgb(params.background)
     x0, y0, x1, y1 = layout["box"]
-    colour = np.zeros((H, W, 3), np.float32)
-    alpha = np.zeros((H, W), np.float32)
-    colour[y0:y1, x0:x1] = placed[..., :3]
-    alpha[y0:y1, x0:x1] = placed[..., 3]
-    shadow = (
-        _shadow(layout, placed[..., 3], params)
-        if params.shadow != "none"
-        else np.zeros((H, W), np.float32)
-    )
-    if params.background == "transparent":
-        # Black shadow of its own opacity under the product, straight alpha out.
-        out_alpha = alpha + (1.0 - alpha) * shadow
+    shadow = _shadow(layout, placed[..., 3], params) if params.shadow != "none" else None
+    rx0, ry0, rx1, ry1 = x0, y0, x1, y1
+    if shadow is not None:
+        ys, xs = np.nonzero(shadow > 0.5 / 255.0)
+        if ys.size:
+            rx0, ry0 = min(rx0, int(xs.min())), min(ry0, int(ys.min()))
+            rx1, ry1 = max(rx1, int(xs.max()) + 1), max(ry1, int(ys.max()) + 1)
+    colour = np.zeros((ry1 - ry0, rx1 - rx0, 3), np.float32)
+    alpha = np.zeros((ry1 - ry0, rx1 - rx0), np.float32)
+    colour[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = placed[..., :3]
+    alpha[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = placed[..., 3]
+    region_shadow = shadow[ry0:ry1, rx0:rx1] if shadow is not None else np.zeros_like(alpha)
+    if transparent:
+        # A black shadow of its own opacity under the product; straight alpha out.
+        out_alpha = alpha + (1.0 - alpha) * region_shadow
         straight = colour / np.maximum(out_alpha, 1e-6)[..., None]
         rgba = np.dstack([np.clip(straight, 0, 1), out_alpha])
-        return np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)
-    background = np.array(hex_to_rgb(params.background), np.float32) / 255.0
-    backdrop = background[None, None, :] * (1.0 - shadow[..., None])
+        canvas[ry0:ry1, rx0:rx1] = np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)
+        return canvas
+    backdrop = background[None, None, :] * (1.0 - region_shadow[..., None])
     rgb = colour + (1.0 - alpha[..., None]) * backdrop
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    canvas[ry0:ry1, rx0:rx1] = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return canvas

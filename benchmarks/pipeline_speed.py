@@ -1,0 +1,82 @@
+"""Speed of ingest + cutout + the default template's 4 packshots on a 2000x2000 capture.
+
+    python -m benchmarks.pipeline_speed [--repeats 5] [--template default]
+
+Cold: a fresh artifact store per run (every stage computes). Cached: the same job again on
+a warm store (every stage is a cache hit). Both in-process, after one warm-up run that pays
+for imports. Peak RSS is the process's high-water mark (``ru_maxrss``) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.datasets import datasets_dir
+from benchmarks.studio_captures import load_rgba, studio_capture
+from pipeline.settings import Settings
+from service.local_jobs import run_local_job
+from storage import LocalArtifactStore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--template", default="default")
+    parser.add_argument("--size", type=int, default=2000)
+    args = parser.parse_args()
+
+    source = datasets_dir() / "images" / "gso_renders" / "toaster.png"
+    capture = studio_capture(
+        load_rgba(str(source)), size=args.size, backdrop="warm_gradient", seed=1
+    ).jpeg
+    settings = Settings()
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    cold: list[float] = []
+    cached: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_local_job(capture, settings=settings, store=LocalArtifactStore(Path(tmp) / "warmup"))
+        for i in range(args.repeats):
+            store = LocalArtifactStore(Path(tmp) / f"cold{i}")
+            start = time.perf_counter()
+            job = run_local_job(
+                capture, settings=settings, template_name=args.template, store=store
+            )
+            cold.append(time.perf_counter() - start)
+            for stage in job.lineage["stages"]:
+                per_stage[stage["id"]].append(stage["timings"]["wall_s"])
+            start = time.perf_counter()
+            again = run_local_job(
+                capture, settings=settings, template_name=args.template, store=store
+            )
+            cached.append(time.perf_counter() - start)
+            assert all(s["cache_hit"] for s in again.lineage["stages"])
+
+    console = Console()
+    table = Table(
+        title=f"{args.size}x{args.size} capture, template {args.template}, n={args.repeats}"
+    )
+    table.add_column("stage")
+    table.add_column("median s", justify="right")
+    table.add_column("min s", justify="right")
+    for stage, times in per_stage.items():
+        table.add_row(stage, f"{statistics.median(times):.3f}", f"{min(times):.3f}")
+    table.add_row("[b]job, cold[/]", f"{statistics.median(cold):.3f}", f"{min(cold):.3f}")
+    table.add_row(
+        "[b]job, fully cached[/]", f"{statistics.median(cached):.4f}", f"{min(cached):.4f}"
+    )
+    console.print(table)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    console.print(f"peak RSS: {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
