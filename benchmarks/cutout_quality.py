@@ -4,7 +4,8 @@
 
 Every GSO render in ``images/gso_renders`` is composited on each studio backdrop with
 contact and drop shadows, sensor noise and JPEG compression (see ``studio_captures``);
-when ``--scan-renders DIR`` names a folder of RGBA renders of the scans, those are added.
+renders of the real product scans in ``meshes/`` (three studio poses each, see
+``scan_renders``) go through the same generator unless ``--no-scans``.
 Prints per-backdrop and overall IoU (alpha > 0.5) and mean absolute alpha error, the
 worst case, and seconds per capture (timed on a separate 2000x2000 capture).
 """
@@ -33,14 +34,16 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(p, t).sum() / union) if union else 1.0
 
 
-def evaluate(sources: dict[str, np.ndarray], size: int, shadow: str) -> list[dict[str, object]]:
+def evaluate(
+    sources: dict[str, np.ndarray], size: int, shadow: str, options: ClassicalOptions | None = None
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for b_index, backdrop in enumerate(BACKDROPS):
         for s_index, (name, rgba) in enumerate(sorted(sources.items())):
             capture = studio_capture(
                 rgba, size=size, backdrop=backdrop, shadow=shadow, seed=b_index * 100 + s_index
             )
-            result = classical_matte(capture.rgb, ClassicalOptions())
+            result = classical_matte(capture.rgb, options or ClassicalOptions())
             rows.append(
                 {
                     "object": name,
@@ -67,7 +70,9 @@ def time_cutout(rgba: np.ndarray, repeats: int = 5) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
-    parser.add_argument("--scan-renders", type=Path, default=None)
+    parser.add_argument(
+        "--no-scans", action="store_true", help="skip the renders of the meshes/ scans"
+    )
     parser.add_argument("--size", type=int, default=1200)
     parser.add_argument("--shadow", default="both")
     parser.add_argument("--verbose", action="store_true")
@@ -77,9 +82,10 @@ def main() -> None:
         p.stem: load_rgba(str(p))
         for p in sorted((args.datasets / "images/gso_renders").glob("*.png"))
     }
-    if args.scan_renders:
-        for p in sorted(args.scan_renders.glob("*.png")):
-            sources[f"scan:{p.stem}"] = load_rgba(str(p))
+    if not args.no_scans:
+        from benchmarks.scan_renders import render_scans
+
+        sources.update({f"scan:{name}": rgba for name, rgba in render_scans().items()})
     rows = evaluate(sources, args.size, args.shadow)
     console = Console()
     if args.verbose:
@@ -100,9 +106,18 @@ def main() -> None:
     )
     for col in ("backdrop", "n", "mean IoU", "worst IoU", "worst object", "mean |alpha err|"):
         table.add_column(col)
-    groups = [*BACKDROPS, "ALL"]
+    groups = [*BACKDROPS, "GSO renders", "scan renders", "ALL"]
     for group in groups:
-        sel = [r for r in rows if group == "ALL" or r["backdrop"] == group]
+        sel = [
+            r
+            for r in rows
+            if group == "ALL"
+            or r["backdrop"] == group
+            or (group == "scan renders" and str(r["object"]).startswith("scan:"))
+            or (group == "GSO renders" and not str(r["object"]).startswith("scan:"))
+        ]
+        if not sel:
+            continue
         ious = [float(r["iou"]) for r in sel]  # type: ignore[arg-type]
         worst = min(sel, key=lambda r: r["iou"])  # type: ignore[arg-type,return-value]
         table.add_row(

@@ -5,6 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# System libraries for headless OpenGL (moderngl on EGL); installed when we are root.
+DEB_PACKAGES="libegl1 libgl1-mesa-dri"
+missing=""
+for pkg in $DEB_PACKAGES; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+  else
+    echo "warning: missing Debian packages:$missing (3D rendering will be unavailable)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

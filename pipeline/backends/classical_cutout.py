@@ -56,6 +56,8 @@ class ClassicalOptions:
     decontaminate: bool = True
     shadow_floor: float = 0.3  # darkest backdrop/shadow ratio treated as shadow
     grabcut_iterations: int = 2
+    gap_fraction: float = 0.012  # outline gaps up to 2x this (of the long side) are closed
+    flat_gradient: float = 0.045  # |grad log k| below this (plus noise) is smooth shading
     seed: int = 0
 
 
@@ -162,7 +164,9 @@ def _compatible_with_backdrop(
     gx = cv2.Sobel(log_k, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(log_k, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     grad = np.sqrt(gx * gx + gy * gy)
-    grad_tol = max(0.045 + 2.0 * noise, float(np.quantile(grad[border], 0.995)) * 1.2)
+    grad_tol = max(
+        options.flat_gradient + 2.0 * noise, float(np.quantile(grad[border], 0.995)) * 1.2
+    )
     flat = grad < min(grad_tol, 0.12)
     # Keeping the shadow means only unshadowed backdrop may be removed.
     low = 1.0 - tol_k if options.keep_shadow else options.shadow_floor
@@ -320,7 +324,7 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     strip = max(3, round(0.025 * max(work_h, work_w)))
     backdrop, noise, border_fit = backdrop_model(small, strip)
     compatible, plain, ratio = _compatible_with_backdrop(small, backdrop, noise, strip, options)
-    gap = max(2, round(0.006 * max(work_h, work_w)))
+    gap = max(2, round(options.gap_fraction * max(work_h, work_w)))
     background = _background_by_flood(compatible, plain, gap)
     deviation = np.sqrt(((small - backdrop) ** 2).sum(axis=2))
     foreground = _clean_foreground(~background, deviation)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipeline.backends.rembg_models import resolve_model
 from pipeline.errors import ModelUnavailableError
 from pipeline.settings import RembgSettings
 
 
-def cutout_backend_resolver(settings: RembgSettings):  # type: ignore[no-untyped-def]
+def cutout_backend_resolver(settings: RembgSettings) -> Callable[[str], tuple[str, str | None]]:
+    """``auto`` -> the configured rembg model when its file is present, else ``classical``;
+    ``rembg`` / ``rembg:<name>`` -> that model or ``ModelUnavailableError``."""
+
     def resolve(requested: str) -> tuple[str, str | None]:
         if requested == "classical":
             return "classical", None

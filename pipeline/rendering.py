@@ -1,0 +1,191 @@
+"""Headless OpenGL rendering of textured meshes with moderngl on EGL.
+
+On a CPU machine EGL is Mesa's llvmpipe; on a GPU worker the same code uses the NVIDIA EGL
+driver. Lighting is a fixed studio rig (ambient + key + fill + rim, Lambert on the base
+colour), the camera orbits a target (perspective), and the output is straight-alpha RGBA
+whose alpha is the 4x multisampled coverage. Output is deterministic for a given machine
+and driver.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_VERTEX = """
+#version 330
+uniform mat4 mvp;
+in vec3 in_position;
+in vec3 in_normal;
+in vec2 in_uv;
+out vec3 v_normal;
+out vec2 v_uv;
+void main() {
+    gl_Position = mvp * vec4(in_position, 1.0);
+    v_normal = in_normal;
+    v_uv = in_uv;
+}
+"""
+
+_FRAGMENT = """
+#version 330
+uniform sampler2D base_colour;
+uniform vec3 key_dir;
+uniform vec3 fill_dir;
+uniform vec3 rim_dir;
+in vec3 v_normal;
+in vec2 v_uv;
+out vec4 colour;
+void main() {
+    vec3 n = normalize(v_normal);
+    float light = 0.42
+        + 0.55 * max(dot(n, key_dir), 0.0)
+        + 0.22 * max(dot(n, fill_dir), 0.0)
+        + 0.12 * max(dot(n, rim_dir), 0.0);
+    vec4 albedo = texture(base_colour, v_uv);
+    colour = vec4(min(albedo.rgb * light, vec3(1.0)), 1.0);
+}
+"""
+
+
+@dataclass(frozen=True)
+class TexturedMesh:
+    positions: np.ndarray  # (N, 3) float32, metres, Y up
+    normals: np.ndarray  # (N, 3) float32
+    uvs: np.ndarray  # (N, 2) float32, glTF convention (v down from the top of the image)
+    faces: np.ndarray  # (M, 3) uint32
+    texture: np.ndarray  # (H, W, 3) uint8, sRGB
+
+
+@dataclass(frozen=True)
+class Camera:
+    azimuth_deg: float  # 0 = looking at the mesh's +Z face; counter-clockwise seen from above
+    elevation_deg: float
+    distance: float
+    target: tuple[float, float, float]
+    fov_deg: float = 30.0
+
+    def eye(self) -> np.ndarray:
+        az, el = math.radians(self.azimuth_deg), math.radians(self.elevation_deg)
+        offset = np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
+        return np.asarray(self.target) + self.distance * offset
+
+    def view(self) -> np.ndarray:
+        eye, target = self.eye(), np.asarray(self.target, dtype=np.float64)
+        forward = target - eye
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, [0.0, 1.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        view = np.eye(4)
+        view[0, :3], view[1, :3], view[2, :3] = right, up, -forward
+        view[:3, 3] = -view[:3, :3] @ eye
+        return view
+
+    def projection(self, aspect: float, near: float, far: float) -> np.ndarray:
+        f = 1.0 / math.tan(math.radians(self.fov_deg) / 2)
+        proj = np.zeros((4, 4))
+        proj[0, 0], proj[1, 1] = f / aspect, f
+        proj[2, 2] = (far + near) / (near - far)
+        proj[2, 3] = 2 * far * near / (near - far)
+        proj[3, 2] = -1.0
+        return proj
+
+
+def framing_camera(
+    mesh: TexturedMesh, azimuth_deg: float, elevation_deg: float, fill: float = 0.8
+) -> Camera:
+    """A camera whose view holds the whole mesh with ``fill`` of the frame's height."""
+    lo, hi = mesh.positions.min(axis=0), mesh.positions.max(axis=0)
+    centre = (lo + hi) / 2
+    radius = float(np.linalg.norm(hi - lo) / 2)
+    fov = 30.0
+    distance = radius / math.sin(math.radians(fov / 2)) / max(fill, 0.1)
+    target = (float(centre[0]), float(centre[1]), float(centre[2]))
+    return Camera(azimuth_deg, elevation_deg, distance, target, fov)
+
+
+class OffscreenRenderer:
+    """One EGL context per instance; use one instance per thread."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, width: int, height: int, samples: int = 4) -> None:
+        import moderngl
+
+        with self._lock:  # EGL display set-up is not thread-safe in every driver
+            # the stubs type ``backend`` wrongly; "egl" is the documented value
+            self.ctx: Any = moderngl.create_context(
+                standalone=True,
+                backend="egl",  # type: ignore[arg-type]
+            )
+        self.width, self.height = width, height
+        self.program: Any = self.ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
+        self.msaa = self.ctx.framebuffer(
+            color_attachments=[self.ctx.renderbuffer((width, height), 4, samples=samples)],
+            depth_attachment=self.ctx.depth_renderbuffer((width, height), samples=samples),
+        )
+        self.resolved = self.ctx.framebuffer(
+            color_attachments=[self.ctx.renderbuffer((width, height), 4)]
+        )
+
+    def __enter__(self) -> OffscreenRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.ctx.release()
+
+    def render(self, mesh: TexturedMesh, camera: Camera) -> np.ndarray:
+        """(H, W, 4) uint8 straight-alpha RGBA; alpha is the exact pixel coverage."""
+        ctx = self.ctx
+        texture = ctx.texture(
+            (mesh.texture.shape[1], mesh.texture.shape[0]), 3, np.ascontiguousarray(mesh.texture)
+        )
+        texture.build_mipmaps()
+        data = np.hstack(
+            [mesh.positions, mesh.normals, mesh.uvs * [1.0, -1.0] + [0.0, 1.0]]
+        ).astype("f4")
+        vbo = ctx.buffer(data.tobytes())
+        ibo = ctx.buffer(np.ascontiguousarray(mesh.faces, dtype="u4").tobytes())
+        vao = ctx.vertex_array(
+            self.program, [(vbo, "3f 3f 2f", "in_position", "in_normal", "in_uv")], ibo
+        )
+        try:
+            radius = float(np.linalg.norm(mesh.positions.max(0) - mesh.positions.min(0)))
+            near = max(1e-3, camera.distance - radius)
+            far = camera.distance + radius
+            mvp = camera.projection(self.width / self.height, near, far) @ camera.view()
+            self.program["mvp"].write(mvp.T.astype("f4").tobytes())
+            view_rot = camera.view()[:3, :3].T  # camera axes in world space
+            for name, direction in (
+                ("key_dir", (-0.5, 0.6, 0.8)),
+                ("fill_dir", (0.7, 0.2, 0.6)),
+                ("rim_dir", (0.0, 0.5, -1.0)),
+            ):
+                world = view_rot @ np.asarray(direction)
+                self.program[name].value = tuple(world / np.linalg.norm(world))
+            texture.use(0)
+            self.program["base_colour"].value = 0
+            self.msaa.use()
+            ctx.clear(0.0, 0.0, 0.0, 0.0)
+            ctx.enable(ctx.DEPTH_TEST)
+            vao.render()
+            ctx.copy_framebuffer(self.resolved, self.msaa)
+            raw = self.resolved.read(components=4, alignment=1)
+        finally:
+            vao.release()
+            vbo.release()
+            ibo.release()
+            texture.release()
+        image = np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
+        premultiplied = image.astype(np.float32)
+        alpha = premultiplied[..., 3:4] / 255.0
+        straight = np.where(alpha > 0, premultiplied[..., :3] / np.maximum(alpha, 1e-6), 0)
+        return np.dstack([np.clip(np.rint(straight), 0, 255), image[..., 3]]).astype(np.uint8)
