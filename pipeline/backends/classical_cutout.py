@@ -29,7 +29,7 @@ How it works (all segmentation at a working resolution, edges at full resolution
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -58,6 +58,11 @@ class ClassicalOptions:
     grabcut_iterations: int = 2
     gap_fraction: float = 0.012  # outline gaps up to 2x this (of the long side) are closed
     flat_gradient: float = 0.045  # |grad log k| below this (plus noise) is smooth shading
+    # A second flood with a steeper allowance reaches the dark core of contact shadows; what
+    # it adds is kept only in pieces small next to the product (a leak into a product face
+    # that matches the backdrop would be large).
+    soft_shadow_gradient: float = 0.06
+    max_shadow_gain: float = 0.25
     seed: int = 0
 
 
@@ -210,6 +215,19 @@ def _background_by_flood(compatible: np.ndarray, plain: np.ndarray, gap: int) ->
     return background
 
 
+def _accept_small_shadow_gains(
+    strict: np.ndarray, loose: np.ndarray, max_fraction: float
+) -> np.ndarray:
+    gained = (loose & ~strict).astype(np.uint8)
+    if not gained.any():
+        return strict
+    product_area = max(1, int((~strict).sum()))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(gained, connectivity=8)
+    accept = np.zeros(n, dtype=bool)
+    accept[1:] = stats[1:, cv2.CC_STAT_AREA] <= max_fraction * product_area
+    return np.asarray(strict | accept[labels], dtype=bool)
+
+
 def _clean_foreground(foreground: np.ndarray, deviation: np.ndarray) -> np.ndarray:
     """Drop specks and faint blobs (backdrop mottling); keep every salient product part."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -326,6 +344,12 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     compatible, plain, ratio = _compatible_with_backdrop(small, backdrop, noise, strip, options)
     gap = max(2, round(options.gap_fraction * max(work_h, work_w)))
     background = _background_by_flood(compatible, plain, gap)
+    if options.soft_shadow_gradient > options.flat_gradient and not options.keep_shadow:
+        loose_options = replace(options, flat_gradient=options.soft_shadow_gradient)
+        loose, _, _ = _compatible_with_backdrop(small, backdrop, noise, strip, loose_options)
+        background = _accept_small_shadow_gains(
+            background, _background_by_flood(loose, plain, gap), options.max_shadow_gain
+        )
     deviation = np.sqrt(((small - backdrop) ** 2).sum(axis=2))
     foreground = _clean_foreground(~background, deviation)
     if foreground.sum() < max(16, 0.0005 * foreground.size):
