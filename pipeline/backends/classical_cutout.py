@@ -400,16 +400,16 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
         f_loc = cv2.remap(local_f, grid_x, grid_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
         b_loc = cv2.remap(local_b, grid_x, grid_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
         diff = f_loc - b_loc
-        denom = (diff * diff).sum(axis=2)
+        denom = np.einsum("ijk,ijk->ij", diff, diff)
         separable = denom > (0.06 + 4 * noise) ** 2
         crop_band = band[y0:y1, x0:x1]
-        projected = ((crop - b_loc) * diff).sum(axis=2) / np.maximum(denom, 1e-6)
+        projected = np.einsum("ijk,ijk->ij", crop - b_loc, diff) / np.maximum(denom, 1e-6)
         projected = np.clip(projected, 0.0, 1.0)
         crop_alpha = alpha[y0:y1, x0:x1]
         crop_soft = soft_full[y0:y1, x0:x1]
         estimate = np.where(separable, projected, np.clip((crop_soft - 0.5) * 2.5 + 0.5, 0, 1))
         if options.refine_edges:
-            guide = crop.mean(axis=2)
+            guide = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
             estimate = np.clip(_guided_filter(guide, estimate.astype(np.float32), 1, 1e-3), 0, 1)
         crop_alpha[crop_band] = estimate[crop_band]
         ambiguous_fraction = float(1.0 - separable[crop_band].mean())
