@@ -1,5 +1,26 @@
-"""Brand rules and marketplace presets (schema, checks, YAML presets).
+"""Brand rules and marketplace presets: schema, checks, validation reports and overlays.
 
-Imports nothing else from skuforge. The rule schema and checks arrive with the validator
-(the ``validate`` stage); packshot slots already name the preset they are made for.
+Imports nothing else from skuforge. Presets ship as YAML in ``presets/`` with the source of
+every number; brand files are YAML the user writes (see ``examples/brand.yaml``).
 """
+
+from brand_rules.loader import RulesFileError, load_brand, load_preset, parse_brand, preset_names
+from brand_rules.schema import BrandRules, LogoSpec, Preset, Rule
+from brand_rules.validator import Report, RuleResult, ValidationContext, overlay_png, validate_image
+
+__all__ = [
+    "BrandRules",
+    "LogoSpec",
+    "Preset",
+    "Report",
+    "Rule",
+    "RuleResult",
+    "RulesFileError",
+    "ValidationContext",
+    "load_brand",
+    "load_preset",
+    "overlay_png",
+    "parse_brand",
+    "preset_names",
+    "validate_image",
+]

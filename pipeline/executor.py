@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.errors import SkuforgeError, StageFailedError
-from pipeline.plan import CAPTURE, Invocation, Plan
+from pipeline.plan import CAPTURE, EXTRA, Invocation, Plan
 from pipeline.registry import get_stage
 from pipeline.stage import ModelProvider, StageContext, canonical_json
 from pipeline.version import __version__
@@ -91,12 +91,19 @@ class InProcessExecutor:
         self.limits = dict(limits or {})
         self.observer = observer
 
-    def run(self, plan: Plan, capture: bytes) -> JobResult:
+    def run(
+        self, plan: Plan, capture: bytes, extras: Mapping[str, bytes] | None = None
+    ) -> JobResult:
         """Run ``plan``; independent invocations (the packshot slots) run concurrently on
         up to ``max_workers`` threads. The codecs and OpenCV release the GIL, so on two
         cores four packshots take about the time of two. Records keep plan order."""
         capture_digest = self.store.put(capture)
-        produced: dict[str, dict[str, OutputRef]] = {}
+        produced: dict[str, dict[str, OutputRef]] = {
+            EXTRA: {
+                name: OutputRef(self.store.put(data), "application/octet-stream", len(data))
+                for name, data in (extras or {}).items()
+            }
+        }
         records: dict[str, StageRecord] = {}
         pending = list(plan.invocations)
 
@@ -107,6 +114,15 @@ class InProcessExecutor:
                 else produced[ref.source][ref.output].digest
                 for name, ref in invocation.inputs.items()
             }
+
+        missing = {
+            ref.output
+            for invocation in plan.invocations
+            for ref in invocation.inputs.values()
+            if ref.source == EXTRA and ref.output not in produced[EXTRA]
+        }
+        if missing:
+            raise ValueError(f"plan needs job inputs that were not given: {sorted(missing)}")
 
         def ready(invocation: Invocation) -> bool:
             return all(dep in produced for dep in plan.dependencies(invocation))

@@ -23,6 +23,15 @@ EXTENSIONS = {
 }
 
 
+VERDICT_ORDER = ("approved", "needs_review", "rejected")
+
+
+def job_verdict(verdicts: Any) -> str | None:
+    """The worst verdict of the job's outputs (None when nothing was validated)."""
+    seen = [v for v in verdicts if v in VERDICT_ORDER]
+    return max(seen, key=VERDICT_ORDER.index) if seen else None
+
+
 def export_name(stem: str, media_type: str) -> str:
     return stem + EXTENSIONS.get(media_type, ".bin")
 
@@ -81,8 +90,18 @@ def build_lineage(
                 },
             }
         )
+    verdicts = {
+        r.invocation.slot: str(r.info.get("verdict"))
+        for r in result.records
+        if r.invocation.stage == "validate" and r.invocation.slot
+    }
+    for output in outputs:
+        if output["stage"].startswith("packshots.") and output["slot"] in verdicts:
+            output["verdict"] = verdicts[output["slot"]]
     return {
         "schema": LINEAGE_SCHEMA,
+        "verdict": job_verdict(verdicts.values()),
+        "verdicts": verdicts,
         "skuforge_version": __version__,
         "python": platform.python_version(),
         "capture": {

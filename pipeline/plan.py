@@ -19,17 +19,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from brand_rules import BrandRules
 from pipeline.errors import InvalidParameterError
 from pipeline.registry import get_stage
 from pipeline.stage import canonical_json
-from sku_templates.schema import CutoutParams, IngestParams, PackshotParams, Template
+from pipeline.stages.validate import ValidateParams
+from sku_templates.schema import CutoutParams, IngestParams, PackshotParams, Sku, Template
 
 CAPTURE = "capture"
+EXTRA = "extra"  # job inputs besides the capture (the brand logo), by output name
+APPAREL_CATEGORIES = frozenset({"apparel", "clothing", "fashion", "textile"})
 
 
 @dataclass(frozen=True)
 class InputRef:
-    source: str  # "capture" or an invocation id
+    source: str  # "capture", "extra" (a named job input) or an invocation id
     output: str = "capture"
 
 
@@ -79,7 +83,7 @@ class Plan:
         raise KeyError(invocation_id)
 
     def dependencies(self, invocation: Invocation) -> list[str]:
-        return sorted({ref.source for ref in invocation.inputs.values()} - {CAPTURE})
+        return sorted({ref.source for ref in invocation.inputs.values()} - {CAPTURE, EXTRA})
 
 
 def parse_override_value(raw: str) -> Any:
@@ -165,11 +169,17 @@ def build_plan(
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
     resolve_cutout_backend: BackendResolver,
+    brand: BrandRules | None = None,
+    sku: Sku | None = None,
+    has_logo: bool = False,
 ) -> Plan:
     """The job's invocations in dependency order.
 
     ``resolve_cutout_backend(requested) -> (backend, model_revision)`` turns ``auto`` or
-    ``rembg`` into what this deployment will actually run.
+    ``rembg`` into what this deployment will actually run. Every packshot gets a
+    ``validate.<slot>`` invocation against its slot's preset and the brand (default rules
+    when none is given); the SKU's declared colours feed the colour check, and with
+    ``has_logo`` the job input ``extra:logo`` feeds the logo checks.
     """
     overrides = dict(overrides or {})
     slots = [slot.name for slot in template.packshots]
@@ -219,6 +229,35 @@ def build_plan(
                 seed=seed,
                 slot=slot.name,
                 exports={"image": f"packshots/{slot.name}"},
+            )
+        )
+        validate_inputs = {
+            "image": InputRef(label, "image"),
+            "cutout_info": InputRef("cutout", "info"),
+        }
+        if has_logo:
+            validate_inputs["logo"] = InputRef(EXTRA, "logo")
+        invocations.append(
+            Invocation(
+                id=f"validate.{slot.name}",
+                stage="validate",
+                backend="brand_rules",
+                params=ValidateParams(
+                    preset=slot.preset,
+                    brand=(brand or BrandRules(brand=sku.brand if sku else "default")).model_dump(
+                        mode="json"
+                    ),
+                    declared_colours=list(sku.colours) if sku else [],
+                    apparel=template.name == "apparel_flat"
+                    or bool(sku and (sku.category or "").lower() in APPAREL_CATEGORIES),
+                ),
+                inputs=validate_inputs,
+                seed=seed,
+                slot=slot.name,
+                exports={
+                    "report": f"reports/{slot.name}",
+                    "overlay": f"reports/{slot.name}.overlay",
+                },
             )
         )
     return Plan(

@@ -6,8 +6,9 @@ from pipeline.stage import Stage
 from pipeline.stages.cutout import CutoutStage
 from pipeline.stages.ingest import IngestStage
 from pipeline.stages.packshots import PackshotStage
+from pipeline.stages.validate import ValidateStage
 
-_ALL: tuple[Stage, ...] = (IngestStage(), CutoutStage(), PackshotStage())
+_ALL: tuple[Stage, ...] = (IngestStage(), CutoutStage(), PackshotStage(), ValidateStage())
 STAGES: dict[str, Stage] = {stage.name: stage for stage in _ALL}
 
 

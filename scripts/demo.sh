@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
-exec .venv/bin/skuforge run examples/capture.jpg --sku examples/sku.yaml \
+exec .venv/bin/skuforge run examples/capture.jpg --sku examples/sku.yaml --brand examples/brand.yaml \
   --out "${1:-out/demo}" --store "${SKUFORGE_STORE__ROOT:-.skuforge/store}"

@@ -10,20 +10,38 @@ anything else, so scripts can tell a bad capture from a broken installation.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.errors import InputError, SkuforgeError
+from brand_rules import (
+    RulesFileError,
+    ValidationContext,
+    load_preset,
+    overlay_png,
+    preset_names,
+    validate_image,
+)
+from brand_rules.facts import UnreadableImageError
+from pipeline.errors import (
+    InputError,
+    InvalidParameterError,
+    SkuforgeError,
+    UnsupportedMediaTypeError,
+)
 from pipeline.executor import StageRecord
-from pipeline.plan import Invocation, parse_overrides
+from pipeline.plan import APPAREL_CATEGORIES, Invocation, parse_overrides
 from pipeline.settings import get_settings
 from pipeline.version import __version__
-from service.local_jobs import export_job, read_sku, run_local_job
+from service.local_jobs import export_job, read_brand, read_sku, run_local_job
 from sku_templates import list_templates
 from storage import LocalArtifactStore
 
@@ -88,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise InputError(f"cannot read capture {capture_path}: {exc.strerror}") from exc
     sku = read_sku(args.sku)
+    brand, logo = read_brand(args.brand)
     overrides = parse_overrides(args.set or [])
     console = Console(stderr=True)
     with Progress(
@@ -108,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             seed=args.seed,
             store=LocalArtifactStore(settings.store.root),
             observer=ProgressObserver(progress),
+            brand=brand,
+            logo=logo,
         )
     written = export_job(job, args.out)
     out = Console()
@@ -115,9 +136,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(_summary(job.lineage))
     cutout = next(s for s in job.lineage["stages"] if s["id"] == "cutout")
     out.print(
-        f"{len(written)} files in {args.out} (cutout confidence {cutout['info'].get('confidence')})"
+        f"{len(written)} files in {args.out}; verdict: {job.lineage['verdict']} "
+        f"{job.lineage['verdicts']} (cutout confidence {cutout['info'].get('confidence')})"
     )
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    image_path = Path(args.image)
+    try:
+        data = image_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read image {image_path}: {exc.strerror}") from exc
+    brand, logo_bytes = read_brand(args.brand)
+    sku = read_sku(args.sku)
+    try:
+        preset = load_preset(args.preset) if args.preset else None
+    except RulesFileError as exc:
+        raise InvalidParameterError(str(exc)) from exc
+    logo = None
+    if logo_bytes is not None:
+        with Image.open(io.BytesIO(logo_bytes)) as opened:
+            logo = np.asarray(opened.convert("RGB")).copy()
+    context = ValidationContext(
+        declared_colours=tuple(sku.colours) if sku else (),
+        made_with_model=args.made_with_model,
+        apparel=bool(sku and (sku.category or "").lower() in APPAREL_CATEGORIES),
+        logo=logo,
+    )
+    try:
+        report = validate_image(data, preset=preset, brand=brand, context=context)
+    except UnreadableImageError as exc:
+        raise UnsupportedMediaTypeError(str(exc)) from exc
+    if args.overlay:
+        Path(args.overlay).write_bytes(overlay_png(report))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        table = Table(title=f"{image_path.name}: {report.verdict}")
+        for column in ("rule", "severity", "pass", "measured", "expected", "source"):
+            table.add_column(column)
+        for r in report.results:
+            mark = "[green]yes[/]" if r.passed else "[red]NO[/]"
+            table.add_row(r.rule, r.severity, mark, str(r.measured), str(r.expected), r.source)
+        Console().print(table)
+    return 0 if report.verdict == "approved" else 1
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
@@ -148,11 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STAGE.PARAM=VALUE",
         help="override a parameter, e.g. packshots.background=#F5F5F5 (repeatable)",
     )
+    run.add_argument("--brand", help="brand rules file (YAML); default rules otherwise")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--store", help="artifact store directory (default: SKUFORGE_STORE__ROOT)")
     run.add_argument("--quiet", action="store_true", help="no progress or table")
     run.set_defaults(handler=cmd_run)
+
+    validate = sub.add_parser(
+        "validate", help="check any image against a brand file and a marketplace preset"
+    )
+    validate.add_argument("image")
+    validate.add_argument("--brand", required=True, help="brand rules file (YAML)")
+    validate.add_argument("--preset", help=f"marketplace preset: {', '.join(preset_names())}")
+    validate.add_argument("--sku", help="SKU file: declared colours, category")
+    validate.add_argument(
+        "--made-with-model", action="store_true", help="the image was (partly) made by a model"
+    )
+    validate.add_argument("--overlay", help="write the overlay PNG here")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    validate.set_defaults(handler=cmd_validate)
 
     templates = sub.add_parser("templates", help="list the SKU templates")
     templates.set_defaults(handler=cmd_templates)

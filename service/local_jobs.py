@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brand_rules import BrandRules, RulesFileError, load_brand
 from pipeline.backends.rembg_models import RembgModelCache
 from pipeline.backends.selection import cutout_backend_resolver
-from pipeline.errors import InvalidSkuError, UnknownTemplateError
+from pipeline.errors import InvalidParameterError, InvalidSkuError, UnknownTemplateError
 from pipeline.executor import ExecutionObserver, InProcessExecutor, JobResult
 from pipeline.lineage import build_lineage
 from pipeline.plan import Plan, build_plan
@@ -46,6 +47,25 @@ def read_sku(path: str | os.PathLike[str] | None) -> Sku | None:
         raise InvalidSkuError(str(exc)) from exc
 
 
+def read_brand(path: str | os.PathLike[str] | None) -> tuple[BrandRules | None, bytes | None]:
+    """The brand file and its logo's bytes (the logo path is relative to the brand file)."""
+    if path is None:
+        return None, None
+    try:
+        brand = load_brand(Path(path))
+    except RulesFileError as exc:
+        raise InvalidParameterError(str(exc)) from exc
+    if brand.logo is None:
+        return brand, None
+    logo_path = Path(path).parent / brand.logo.reference
+    try:
+        return brand, logo_path.read_bytes()
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"cannot read the brand's logo {logo_path}: {exc.strerror}"
+        ) from exc
+
+
 def make_plan(
     settings: Settings,
     *,
@@ -53,6 +73,8 @@ def make_plan(
     template_name: str | None,
     overrides: dict[str, Any],
     seed: int,
+    brand: BrandRules | None = None,
+    has_logo: bool = False,
 ) -> Plan:
     name = template_name or template_for_sku(sku)
     try:
@@ -64,6 +86,9 @@ def make_plan(
         overrides=overrides,
         seed=seed,
         resolve_cutout_backend=cutout_backend_resolver(settings.rembg),
+        brand=brand,
+        sku=sku,
+        has_logo=has_logo,
     )
 
 
@@ -79,10 +104,18 @@ def run_local_job(
     store: LocalArtifactStore | None = None,
     observer: ExecutionObserver | None = None,
     models: RembgModelCache | None = None,
+    brand: BrandRules | None = None,
+    logo: bytes | None = None,
 ) -> LocalJob:
     store = store or LocalArtifactStore(settings.store.root)
     plan = make_plan(
-        settings, sku=sku, template_name=template_name, overrides=overrides or {}, seed=seed
+        settings,
+        sku=sku,
+        template_name=template_name,
+        overrides=overrides or {},
+        seed=seed,
+        brand=brand,
+        has_logo=logo is not None,
     )
     executor = InProcessExecutor(
         store,
@@ -91,7 +124,7 @@ def run_local_job(
         observer=observer,
         max_workers=settings.local_threads or None,
     )
-    result = executor.run(plan, capture)
+    result = executor.run(plan, capture, extras={"logo": logo} if logo is not None else None)
     lineage = build_lineage(result, sku=sku, capture_name=capture_name, capture_size=len(capture))
     return LocalJob(result=result, lineage=lineage, store=store)
 

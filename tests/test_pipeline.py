@@ -41,7 +41,8 @@ def test_same_input_twice_with_fresh_stores_gives_identical_outputs(
     )
     assert not any(s["cache_hit"] for s in second.lineage["stages"])
     assert digests(first.lineage) == digests(second.lineage)
-    assert len(first.lineage["outputs"]) == 3 + 4  # capture, cutout, matte + 4 packshots
+    # capture, cutout, matte + 4 packshots + a report and an overlay per packshot
+    assert len(first.lineage["outputs"]) == 3 + 4 + 4 * 2
 
 
 def test_cli_editing_one_variable_recomputes_only_packshots(tmp_path: Path) -> None:
@@ -77,6 +78,7 @@ def test_cli_editing_one_variable_recomputes_only_packshots(tmp_path: Path) -> N
     hits = {s["id"]: s["cache_hit"] for s in after["stages"]}
     assert hits["ingest"] and hits["cutout"]
     assert not any(hit for stage, hit in hits.items() if stage.startswith("packshots."))
+    # the reports of changed packshots are recomputed as well, and only those
     d_before, d_after = digests(before), digests(after)
     for unchanged in ("capture.png", "cutout.png", "matte.png"):
         assert d_before[unchanged] == d_after[unchanged]
@@ -94,7 +96,7 @@ def test_one_slot_override_touches_one_packshot(small_capture: bytes, settings: 
         small_capture, settings=settings, store=store, overrides={"packshots.banner.fill": 0.6}
     )
     recomputed = [s["id"] for s in job.lineage["stages"] if not s["cache_hit"]]
-    assert recomputed == ["packshots.banner"]
+    assert recomputed == ["packshots.banner", "validate.banner"]
 
 
 def test_lineage_records_how_each_output_was_made(
@@ -139,3 +141,35 @@ def test_cli_errors_and_templates(tmp_path: Path) -> None:
     assert listing.returncode == 0
     for name in ("default", "bottle", "box", "apparel_flat"):
         assert name in listing.stdout
+
+
+def test_cli_validate_exit_codes_and_overlay(tmp_path: Path) -> None:
+    from benchmarks.violation_corpus import compliant, corner_254, edit
+
+    good = tmp_path / "good.jpg"
+    good.write_bytes(compliant("amazon_main"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(edit(good.read_bytes(), corner_254))
+    brand = Path(__file__).parents[1] / "examples" / "brand.yaml"
+    ok = skuforge("validate", str(good), "--brand", str(brand), "--preset", "amazon_main")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "approved" in ok.stdout
+    overlay = tmp_path / "overlay.png"
+    fail = skuforge(
+        "validate",
+        str(bad),
+        "--brand",
+        str(brand),
+        "--preset",
+        "amazon_main",
+        "--overlay",
+        str(overlay),
+        "--json",
+    )
+    assert fail.returncode == 1
+    report = json.loads(fail.stdout)
+    assert report["verdict"] == "rejected"
+    assert any(r["rule"] == "background_pure" and not r["passed"] for r in report["results"])
+    assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    unknown = skuforge("validate", str(good), "--brand", str(brand), "--preset", "etsy")
+    assert unknown.returncode == 2 and "invalid_parameter" in unknown.stderr

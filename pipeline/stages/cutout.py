@@ -33,7 +33,7 @@ def alpha_bbox(alpha: np.ndarray, threshold: float = 0.02) -> list[int]:
 
 class CutoutStage:
     name = "cutout"
-    version = "1"
+    version = "2"
     params_model: type[BaseModel] = CutoutParams
     input_names: tuple[str, ...] = ("image",)
 
@@ -76,6 +76,7 @@ class CutoutStage:
             "bbox": alpha_bbox(result.alpha),
             "size": [int(rgba.shape[1]), int(rgba.shape[0])],
             "diagnostics": result.diagnostics,
+            "product_lab_median": _product_lab_median(result.foreground, alpha8),
         }
         return StageResult(
             outputs={
@@ -119,3 +120,16 @@ def _rembg_matte(rgb: np.ndarray, model: str, ctx: StageContext) -> MatteResult:
         confidence=confidence,
         diagnostics={"undecided_fraction": round(undecided, 4)},
     )
+
+
+def _product_lab_median(rgb: np.ndarray, alpha8: np.ndarray) -> list[float] | None:
+    """Per-channel median CIELAB of opaque product pixels (a sample): the colour-drift
+    reference. A median, so a shadow or highlight in one output cannot move it much."""
+    from skimage.color import rgb2lab
+
+    pixels = rgb[alpha8 >= 250]
+    if len(pixels) == 0:
+        return None
+    step = max(1, len(pixels) // 6000)
+    lab = np.median(rgb2lab(pixels[::step][None, :, :])[0], axis=0)
+    return [round(float(v), 3) for v in lab]

@@ -1,0 +1,71 @@
+"""Rule schema: marketplace presets and brand files, loaded from YAML and versioned.
+
+A rule has an id (which check runs), a severity and parameters. A preset is a list of rules
+with the sources its numbers come from. A brand file sets colour tolerances, the logo
+requirement, auto-approval and extra rules; its ``version`` is recorded in every report.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Severity = Literal["reject", "review", "warn"]
+_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    severity: Severity
+    params: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    sources: list[str] = Field(min_length=1)
+    rules: list[Rule]
+
+
+class LogoSpec(BaseModel):
+    """Where the brand's logo must appear on the product (fractions of the product box)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str = Field(description="path of the reference logo image (PNG/JPEG)")
+    region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    min_width: float = Field(default=0.1, gt=0, le=1, description="of the product box width")
+    clear_space: float = Field(default=0.0, ge=0, description="ring around the logo, of its width")
+    min_score: float = Field(default=0.6, gt=0, le=1)
+    severity: Severity = "reject"
+
+
+class BrandRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    brand: str
+    version: int = Field(default=1, ge=1)
+    colour_tolerance: float = Field(default=3.0, gt=0, description="CIEDE2000 vs SKU colours")
+    colour_severity: Severity = "review"
+    drift_tolerance: float = Field(default=5.0, gt=0, description="CIEDE2000 vs the capture")
+    logo: LogoSpec | None = None
+    allowed_outputs: list[str] | None = None
+    auto_approve: bool = True
+    min_cutout_confidence: float = Field(default=0.6, ge=0, le=1)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("allowed_outputs")
+    @classmethod
+    def _lower(cls, value: list[str] | None) -> list[str] | None:
+        return [v.lower() for v in value] if value is not None else None
+
+
+def is_hex_colour(value: str) -> bool:
+    return bool(_HEX.match(value))

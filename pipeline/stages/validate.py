@@ -1,0 +1,65 @@
+"""Stage ``validate``: one output checked against its marketplace preset and the brand.
+
+Outputs a JSON report (rule id, severity, measured, expected, pass) and an overlay PNG that
+marks where it failed. The brand rules travel in the parameters, so editing the brand file
+re-runs validation only. The checks themselves live in ``brand_rules``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from brand_rules import BrandRules, ValidationContext, load_preset, overlay_png, validate_image
+from pipeline.imaging.codecs import decode_rgba
+from pipeline.stage import Blob, StageContext, StageResult, json_blob
+
+
+class ValidateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str | None = None
+    brand: dict[str, Any] = Field(default_factory=lambda: {"brand": "default"})
+    declared_colours: list[str] = Field(default_factory=list)
+    apparel: bool = False
+
+
+class ValidateStage:
+    name = "validate"
+    version = "1"
+    params_model: type[BaseModel] = ValidateParams
+    input_names: tuple[str, ...] = ("image", "cutout_info", "logo")
+
+    def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
+        assert isinstance(params, ValidateParams)
+        info = json.loads(inputs["cutout_info"])
+        lab = info.get("product_lab_median")
+        logo = decode_rgba(inputs["logo"])[..., :3] if inputs.get("logo") else None
+        context = ValidationContext(
+            declared_colours=tuple(params.declared_colours),
+            made_with_model=info.get("digital_source") == "model",
+            apparel=params.apparel,
+            cutout_confidence=info.get("confidence"),
+            reference_lab=tuple(lab) if lab else None,
+            logo=logo,
+        )
+        report = validate_image(
+            inputs["image"],
+            preset=load_preset(params.preset) if params.preset else None,
+            brand=BrandRules.model_validate(params.brand),
+            context=context,
+        )
+        ctx.report(0.8, "checked")
+        document = report.to_dict()
+        document["preset"] = params.preset
+        failed = [r.rule for r in report.results if not r.passed and r.severity != "warn"]
+        return StageResult(
+            outputs={
+                "report": json_blob(document),
+                "overlay": Blob(overlay_png(report), "image/png"),
+            },
+            info={"verdict": report.verdict, "failed": failed},
+        )
