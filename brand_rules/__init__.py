@@ -6,7 +6,14 @@ every number; brand files are YAML the user writes (see ``examples/brand.yaml``)
 
 from brand_rules.loader import RulesFileError, load_brand, load_preset, parse_brand, preset_names
 from brand_rules.schema import BrandRules, LogoSpec, Preset, Rule
-from brand_rules.validator import Report, RuleResult, ValidationContext, overlay_png, validate_image
+from brand_rules.validator import (
+    Report,
+    RuleResult,
+    ValidationContext,
+    overlay_png,
+    validate_asset,
+    validate_image,
+)
 
 __all__ = [
     "BrandRules",
@@ -22,5 +29,6 @@ __all__ = [
     "overlay_png",
     "parse_brand",
     "preset_names",
+    "validate_asset",
     "validate_image",
 ]

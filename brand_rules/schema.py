@@ -13,7 +13,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Severity = Literal["reject", "review", "warn"]
+MediaKind = Literal["image", "model", "video"]
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+def _images_only() -> list[MediaKind]:
+    return ["image"]
 
 
 class Rule(BaseModel):
@@ -23,6 +28,7 @@ class Rule(BaseModel):
     severity: Severity
     params: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+    applies_to: list[MediaKind] = Field(default_factory=_images_only)
 
 
 class Preset(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import cv2
@@ -26,6 +26,7 @@ from brand_rules.colour import (
 )
 from brand_rules.facts import ImageFacts, max_channel_distance, measure
 from brand_rules.logo import LogoMatch, find_logo
+from brand_rules.media import ModelFacts, VideoFacts, glb_facts, media_kind, video_facts
 from brand_rules.schema import BrandRules, Preset, Rule, Severity
 
 AI_SOURCE_TYPES = {"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"}
@@ -67,7 +68,8 @@ class RuleResult:
 class Report:
     results: list[RuleResult]
     verdict: str
-    facts: ImageFacts
+    facts: ImageFacts | None
+    media: ModelFacts | VideoFacts | None = None
     notes: list[str] = field(default_factory=list)
     logo: LogoMatch | None = None
     bad_background: np.ndarray | None = None  # where background_pure failed, for the overlay
@@ -80,6 +82,14 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         f = self.facts
+        if f is None:
+            return {
+                "schema": "skuforge.validation/1",
+                "verdict": self.verdict,
+                "media": asdict(self.media) if self.media is not None else None,
+                "results": [r.to_dict() for r in self.results],
+                "notes": self.notes,
+            }
         return {
             "schema": "skuforge.validation/1",
             "verdict": self.verdict,
@@ -464,6 +474,8 @@ def validate_image(
             (rule, f"brand:{brand.brand}@{brand.version}") for rule in _brand_rules(brand, ctx)
         ]
     for rule, source in sourced:
+        if "image" not in rule.applies_to:
+            continue
         fn = CHECKS.get(rule.id)
         if fn is None:
             report.results.append(
@@ -475,6 +487,79 @@ def validate_image(
             RuleResult(rule.id, rule.severity, bool(passed), measured, expected, message, source)
         )
     report.verdict = _verdict(report, brand, ctx)
+    return report
+
+
+MediaCheck = Callable[[Any, dict[str, Any]], tuple[bool, Any, Any, str]]
+MEDIA_CHECKS: dict[str, MediaCheck] = {
+    "file_size": lambda m, p: (
+        m.data_size <= int(p["max_bytes"]),
+        m.data_size,
+        f"<= {p['max_bytes']} bytes",
+        "",
+    ),
+    "model_triangles": lambda m, p: (
+        m.triangles <= int(p["max"]),
+        m.triangles,
+        f"<= {p['max']}",
+        "",
+    ),
+    "model_materials": lambda m, p: (
+        m.materials <= int(p["max"]),
+        m.materials,
+        f"<= {p['max']}",
+        "",
+    ),
+    "model_texture_size": lambda m, p: (
+        max((max(t) for t in m.textures), default=0) <= int(p["max_side"]),
+        m.textures,
+        f"<= {p['max_side']} px per side",
+        "",
+    ),
+    "video_codec": lambda m, p: (m.codec in p["allowed"], m.codec, p["allowed"], ""),
+    "video_pix_fmt": lambda m, p: (m.pix_fmt in p["allowed"], m.pix_fmt, p["allowed"], ""),
+    "video_frames": lambda m, p: (
+        int(p.get("min", 0)) <= m.frames <= int(p.get("max", 10**9)),
+        m.frames,
+        f"{p.get('min', 0)}..{p.get('max', 'any')}",
+        "",
+    ),
+}
+
+
+def validate_asset(
+    data: bytes,
+    *,
+    preset: Preset | None = None,
+    brand: BrandRules | None = None,
+    context: ValidationContext | None = None,
+) -> Report:
+    """Any output: images go through ``validate_image``; GLB models and MP4/WebM videos are
+    checked against the rules whose ``applies_to`` names their kind."""
+    kind = media_kind(data)
+    if kind == "image":
+        return validate_image(data, preset=preset, brand=brand, context=context)
+    media: ModelFacts | VideoFacts = glb_facts(data) if kind == "model" else video_facts(data)
+    report = Report(results=[], verdict="approved", facts=None, media=media)
+    rules: list[tuple[Rule, str]] = []
+    if preset is not None:
+        rules += [(r, f"preset:{preset.name}") for r in preset.rules]
+    if brand is not None:
+        rules += [(r, f"brand:{brand.brand}@{brand.version}") for r in brand.rules]
+    for rule, source in rules:
+        if kind not in rule.applies_to:
+            continue
+        fn = MEDIA_CHECKS.get(rule.id)
+        if fn is None:
+            report.results.append(
+                RuleResult(rule.id, rule.severity, False, None, None, "unknown rule id", source)
+            )
+            continue
+        passed, measured, expected, message = fn(media, dict(rule.params))
+        report.results.append(
+            RuleResult(rule.id, rule.severity, bool(passed), measured, expected, message, source)
+        )
+    report.verdict = _verdict(report, brand, context or ValidationContext())
     return report
 
 
@@ -491,6 +576,8 @@ def overlay_png(report: Report, max_side: int = 1024) -> bytes:
     (magenta), the product box (green, red when the fill failed), the logo found (cyan) and
     its allowed region (yellow), off-colour product pixels (orange)."""
     f = report.facts
+    if f is None:
+        raise ValueError("overlays are drawn on images only")
     scale = min(1.0, max_side / max(f.width, f.height))
     size = (max(1, round(f.width * scale)), max(1, round(f.height * scale)))
     base = cv2.resize(f.rgb, size, interpolation=cv2.INTER_AREA)

@@ -28,9 +28,10 @@ from brand_rules import (
     load_preset,
     overlay_png,
     preset_names,
-    validate_image,
+    validate_asset,
 )
 from brand_rules.facts import UnreadableImageError
+from brand_rules.media import UnreadableMediaError
 from pipeline.errors import (
     InputError,
     InvalidParameterError,
@@ -165,10 +166,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         logo=logo,
     )
     try:
-        report = validate_image(data, preset=preset, brand=brand, context=context)
-    except UnreadableImageError as exc:
+        report = validate_asset(data, preset=preset, brand=brand, context=context)
+    except (UnreadableImageError, UnreadableMediaError) as exc:
         raise UnsupportedMediaTypeError(str(exc)) from exc
-    if args.overlay:
+    if args.overlay and report.facts is not None:
         Path(args.overlay).write_bytes(overlay_png(report))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -219,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser(
-        "validate", help="check any image against a brand file and a marketplace preset"
+        "validate",
+        help="check an image (or a GLB / MP4 / WebM) against a brand file and a preset",
     )
     validate.add_argument("image")
     validate.add_argument("--brand", required=True, help="brand rules file (YAML)")
