@@ -491,31 +491,21 @@ def validate_image(
 
 
 MediaCheck = Callable[[Any, dict[str, Any]], tuple[bool, Any, Any, str]]
+
+
+def _at_most(value: Any, limit: Any, unit: str = "") -> tuple[bool, Any, Any, str]:
+    return value <= int(limit), value, f"<= {limit}{unit}", ""
+
+
+def _max_texture_side(m: ModelFacts) -> int:
+    return max((max(t) for t in m.textures), default=0)
+
+
 MEDIA_CHECKS: dict[str, MediaCheck] = {
-    "file_size": lambda m, p: (
-        m.data_size <= int(p["max_bytes"]),
-        m.data_size,
-        f"<= {p['max_bytes']} bytes",
-        "",
-    ),
-    "model_triangles": lambda m, p: (
-        m.triangles <= int(p["max"]),
-        m.triangles,
-        f"<= {p['max']}",
-        "",
-    ),
-    "model_materials": lambda m, p: (
-        m.materials <= int(p["max"]),
-        m.materials,
-        f"<= {p['max']}",
-        "",
-    ),
-    "model_texture_size": lambda m, p: (
-        max((max(t) for t in m.textures), default=0) <= int(p["max_side"]),
-        m.textures,
-        f"<= {p['max_side']} px per side",
-        "",
-    ),
+    "file_size": lambda m, p: _at_most(m.data_size, p["max_bytes"], " bytes"),
+    "model_triangles": lambda m, p: _at_most(m.triangles, p["max"]),
+    "model_materials": lambda m, p: _at_most(m.materials, p["max"]),
+    "model_texture_size": lambda m, p: _at_most(_max_texture_side(m), p["max_side"], " px"),
     "video_codec": lambda m, p: (m.codec in p["allowed"], m.codec, p["allowed"], ""),
     "video_pix_fmt": lambda m, p: (m.pix_fmt in p["allowed"], m.pix_fmt, p["allowed"], ""),
     "video_frames": lambda m, p: (
