@@ -13,6 +13,7 @@ Overrides (``--set``) address ``stage.param`` (every invocation of the stage) or
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,8 +89,6 @@ class Plan:
 
 def parse_override_value(raw: str) -> Any:
     """``--set`` values: JSON scalars (numbers, true/false, null, quoted strings) or text."""
-    import json
-
     try:
         value = json.loads(raw)
     except ValueError:

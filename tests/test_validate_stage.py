@@ -51,7 +51,7 @@ def test_brand_edit_revalidates_only(settings: Settings, tmp_path: Path) -> None
     store = LocalArtifactStore(tmp_path / "store")
     capture = EXAMPLE_CAPTURE.read_bytes()
     brand, logo = read_brand(ROOT / "examples" / "brand.yaml")
-    assert brand is not None
+    assert brand is not None and logo is None  # the example brand has no logo
     run_local_job(capture, settings=settings, store=store, brand=brand)
     strict = brand.model_copy(update={"auto_approve": False, "version": 2})
     job = run_local_job(capture, settings=settings, store=store, brand=strict)
@@ -63,4 +63,3 @@ def test_brand_edit_revalidates_only(settings: Settings, tmp_path: Path) -> None
         for o in job.lineage["outputs"]
         if o["stage"].startswith("packshots.")
     )
-    del logo

@@ -63,6 +63,7 @@ class ClassicalOptions:
     # that matches the backdrop would be large).
     soft_shadow_gradient: float = 0.06
     max_shadow_gain: float = 0.25
+    hole_plain: float = 0.3  # share of bare backdrop that makes an enclosed region a hole
     seed: int = 0
 
 
@@ -180,7 +181,9 @@ def _compatible_with_backdrop(
     return compatible, plain, ratio
 
 
-def _background_by_flood(compatible: np.ndarray, plain: np.ndarray, gap: int) -> np.ndarray:
+def _background_by_flood(
+    compatible: np.ndarray, plain: np.ndarray, gap: int, hole_plain: float = 0.3
+) -> np.ndarray:
     # Close the barrier of non-backdrop pixels first, so the flood cannot leak through a
     # narrow low-contrast gap in the product outline into a backdrop-coloured interior.
     barrier = (~compatible).astype(np.uint8)
@@ -259,6 +262,7 @@ def _grabcut(
     foreground: np.ndarray,
     background: np.ndarray,
     plain_full: np.ndarray,
+    distinct_full: np.ndarray,
     iterations: int,
 ) -> np.ndarray:
     ys, xs = np.nonzero(foreground)
@@ -270,7 +274,9 @@ def _grabcut(
     bg = background[y0:y1, x0:x1]
     plain = plain_full[y0:y1, x0:x1]
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    sure_fg = cv2.erode(fg, kernel, iterations=2).astype(bool)
+    # Certain product: well inside the flood's product AND clearly unlike the backdrop, so a
+    # faint backdrop blotch the flood took for product can still be given back.
+    sure_fg = cv2.erode(fg, kernel, iterations=2).astype(bool) & distinct_full[y0:y1, x0:x1]
     near = cv2.dilate(fg, kernel, iterations=2).astype(bool)
     mask = np.full(fg.shape, cv2.GC_BGD, np.uint8)
     # Only bare backdrop and backdrop far from the product is certain; shadowed or nearby
@@ -343,12 +349,14 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     backdrop, noise, border_fit = backdrop_model(small, strip)
     compatible, plain, ratio = _compatible_with_backdrop(small, backdrop, noise, strip, options)
     gap = max(2, round(options.gap_fraction * max(work_h, work_w)))
-    background = _background_by_flood(compatible, plain, gap)
+    background = _background_by_flood(compatible, plain, gap, options.hole_plain)
     if options.soft_shadow_gradient > options.flat_gradient and not options.keep_shadow:
         loose_options = replace(options, flat_gradient=options.soft_shadow_gradient)
         loose, _, _ = _compatible_with_backdrop(small, backdrop, noise, strip, loose_options)
         background = _accept_small_shadow_gains(
-            background, _background_by_flood(loose, plain, gap), options.max_shadow_gain
+            background,
+            _background_by_flood(loose, plain, gap, options.hole_plain),
+            options.max_shadow_gain,
         )
     deviation = np.sqrt(((small - backdrop) ** 2).sum(axis=2))
     foreground = _clean_foreground(~background, deviation)
@@ -359,7 +367,14 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     if options.grabcut_iterations > 0:
         foreground = _clean_foreground(
             deviation=deviation,
-            foreground=_grabcut(small8, foreground, background, plain, options.grabcut_iterations),
+            foreground=_grabcut(
+                small8,
+                foreground,
+                background,
+                plain,
+                deviation > max(0.08, 8.0 * noise),
+                options.grabcut_iterations,
+            ),
         )
         if not foreground.any():
             raise NoProductFoundError("no product left after graph-cut refinement")
