@@ -64,7 +64,7 @@ class BrandRules(BaseModel):
     logo: LogoSpec | None = None
     allowed_outputs: list[str] | None = None
     auto_approve: bool = True
-    min_cutout_confidence: float = Field(default=0.6, ge=0, le=1)
+    min_cutout_confidence: float = Field(default=0.8, ge=0, le=1)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("allowed_outputs")

@@ -33,7 +33,7 @@ def alpha_bbox(alpha: np.ndarray, threshold: float = 0.02) -> list[int]:
 
 class CutoutStage:
     name = "cutout"
-    version = "2"
+    version = "3"
     params_model: type[BaseModel] = CutoutParams
     input_names: tuple[str, ...] = ("image",)
 
