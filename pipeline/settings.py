@@ -27,6 +27,13 @@ class StoreSettings(BaseModel):
     root: Path = Field(default_factory=lambda: _default_data_dir() / "store")
 
 
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        default_factory=lambda: f"sqlite:///{_default_data_dir() / 'jobs.db'}",
+        description="SQLAlchemy URL; postgresql+psycopg://user@host/db in production",
+    )
+
+
 class IngestSettings(BaseModel):
     max_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="largest accepted file")
     max_pixels: int = Field(
@@ -60,6 +67,7 @@ class Settings(BaseSettings):
         default=0, ge=0, description="stages run at once by the in-process executor, 0 = cores"
     )
     store: StoreSettings = Field(default_factory=StoreSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     rembg: RembgSettings = Field(default_factory=RembgSettings)
 

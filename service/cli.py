@@ -184,6 +184,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.verdict == "approved" else 1
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from storage.migrate import upgrade
+
+    url = args.url or get_settings().database.url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    print(f"database at {url.split('@')[-1]} is at the latest migration")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from storage import jobs
+    from storage.database import make_engine, session_factory, transaction
+    from storage.models import Tenant
+
+    engine = make_engine(args.url or get_settings().database.url)
+    with transaction(session_factory(engine)) as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.name == args.tenant))
+        if tenant is None:
+            tenant = jobs.create_tenant(session, args.tenant)
+        key, _ = jobs.create_api_key(session, tenant, args.name)
+    engine.dispose()
+    print(key)
+    sys.stderr.write(f"API key for tenant {args.tenant!r} (shown once; only its hash is stored)\n")
+    return 0
+
+
 def cmd_templates(args: argparse.Namespace) -> int:
     table = Table(title="templates")
     for column in ("name", "cutout", "packshot slots", "description"):
@@ -233,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--overlay", help="write the overlay PNG here")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(handler=cmd_validate)
+
+    db = sub.add_parser("db", help="job database").add_subparsers(dest="db_command", required=True)
+    db_upgrade = db.add_parser("upgrade", help="apply the migrations")
+    db_upgrade.add_argument("--url", help="database URL (default: SKUFORGE_DATABASE__URL)")
+    db_upgrade.set_defaults(handler=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    keys_create = keys.add_parser("create", help="create an API key for a tenant (made if new)")
+    keys_create.add_argument("--tenant", required=True)
+    keys_create.add_argument("--name", default="", help="label for the key")
+    keys_create.add_argument("--url", help="database URL (default: SKUFORGE_DATABASE__URL)")
+    keys_create.set_defaults(handler=cmd_keys_create)
 
     templates = sub.add_parser("templates", help="list the SKU templates")
     templates.set_defaults(handler=cmd_templates)

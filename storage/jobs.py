@@ -1,0 +1,183 @@
+"""Queries on the job database, always scoped to a tenant.
+
+API keys look like ``sk_<prefix>_<secret>``; only the prefix and a SHA-256 of the whole key
+are stored. Job creation honours ``Idempotency-Key``: the same key with the same request
+returns the first job, the same key with a different request is a conflict. Listing uses
+keyset pagination on (created_at, id), newest first, with an opaque cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.models import ApiKey, Event, Job, Tenant, utcnow
+
+
+class IdempotencyConflictError(ValueError):
+    """The Idempotency-Key was used before with a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Idempotency-Key already used for job {job_id} with a different request")
+        self.job_id = job_id
+
+
+class InvalidCursorError(ValueError):
+    pass
+
+
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_tenant(session: Session, name: str) -> Tenant:
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def create_api_key(session: Session, tenant: Tenant, name: str = "") -> tuple[str, ApiKey]:
+    """Returns the plaintext key (shown once) and its row."""
+    prefix = secrets.token_hex(6)
+    key = f"sk_{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, key_hash=_hash_key(key))
+    session.add(row)
+    session.flush()
+    return key, row
+
+
+def authenticate(session: Session, key: str) -> Tenant | None:
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "sk":
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.key_hash, _hash_key(key)):
+        return None
+    return session.get(Tenant, row.tenant_id)
+
+
+def create_job(
+    session: Session,
+    *,
+    tenant_id: str,
+    template: str,
+    params: dict[str, Any] | None = None,
+    sku: dict[str, Any] | None = None,
+    seed: int = 0,
+    capture_digest: str | None = None,
+    parent_id: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Job, bool]:
+    """(job, created). With an idempotency key, a repeat returns the first job."""
+    if idempotency_key is not None:
+        existing = session.scalar(
+            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise IdempotencyConflictError(existing.id)
+            return existing, False
+    job = Job(
+        tenant_id=tenant_id,
+        template=template,
+        params=params or {},
+        sku=sku,
+        sku_id=(sku or {}).get("id"),
+        seed=seed,
+        capture_digest=capture_digest,
+        parent_id=parent_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the race: answer with its job.
+        if idempotency_key is None:
+            raise
+        return create_job(
+            session,
+            tenant_id=tenant_id,
+            template=template,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+    return job, True
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job | None:
+    """The job if it belongs to ``tenant_id``; another tenant's job is simply not found."""
+    job = session.get(Job, job_id)
+    return job if job is not None and job.tenant_id == tenant_id else None
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("cursor is not one this API returned") from exc
+
+
+def list_jobs(
+    session: Session,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    sku_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Job], str | None]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status:
+        query = query.where(Job.status == status)
+    if sku_id:
+        query = query.where(Job.sku_id == sku_id)
+    if cursor:
+        stamp, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < stamp, and_(Job.created_at == stamp, Job.id < job_id))
+        )
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def add_event(session: Session, job: Job, type_: str, data: dict[str, Any] | None = None) -> Event:
+    event = Event(tenant_id=job.tenant_id, job_id=job.id, type=type_, data=data or {})
+    session.add(event)
+    job.updated_at = utcnow()
+    session.flush()
+    return event
+
+
+def events_after(session: Session, tenant_id: str, job_id: str, after_seq: int = 0) -> list[Event]:
+    return list(
+        session.scalars(
+            select(Event)
+            .where(Event.tenant_id == tenant_id, Event.job_id == job_id, Event.seq > after_seq)
+            .order_by(Event.seq)
+        )
+    )
