@@ -38,6 +38,10 @@ class BlobStore(Protocol):
     def get_manifest(self, key: str) -> bytes | None: ...
 
 
+class DependencyNotReadyError(RuntimeError):
+    """A distributed invocation ran before an invocation it depends on."""
+
+
 @dataclass(frozen=True)
 class OutputRef:
     digest: str
@@ -132,7 +136,7 @@ class InProcessExecutor:
             while pending or running:
                 for invocation in [i for i in pending if ready(i)]:
                     pending.remove(invocation)
-                    future = pool.submit(self._run_one, invocation, inputs_of(invocation))
+                    future = pool.submit(self.run_one, invocation, inputs_of(invocation))
                     running[future] = invocation
                 if not running:
                     raise RuntimeError(f"plan has unsatisfiable dependencies: {pending}")
@@ -151,6 +155,53 @@ class InProcessExecutor:
         result.records = [records[i.id] for i in plan.invocations]
         return result
 
+    def run_invocation(
+        self,
+        plan: Plan,
+        invocation_id: str,
+        capture_digest: str,
+        extra_digests: Mapping[str, str] | None = None,
+    ) -> StageRecord:
+        """Run one invocation whose dependencies already ran (a distributed worker's unit of
+        work). Input digests are found by recomputing the dependencies' cache keys from the
+        capture and reading their manifests, so a task needs only ids and digests."""
+        invocation = plan.by_id(invocation_id)
+        return self.run_one(
+            invocation, self.input_digests(plan, invocation, capture_digest, extra_digests)
+        )
+
+    def input_digests(
+        self,
+        plan: Plan,
+        invocation: Invocation,
+        capture_digest: str,
+        extra_digests: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        extras = dict(extra_digests or {})
+        outputs: dict[str, dict[str, Any]] = {}
+
+        def outputs_of(source_id: str) -> dict[str, Any]:
+            if source_id not in outputs:
+                source = plan.by_id(source_id)
+                key = source.cache_key(self.input_digests(plan, source, capture_digest, extras))
+                manifest = self._cached(key)
+                if manifest is None:
+                    raise DependencyNotReadyError(f"{source_id} has not run for this job yet")
+                outputs[source_id] = manifest["outputs"]
+            return outputs[source_id]
+
+        digests = {}
+        for name, ref in invocation.inputs.items():
+            if ref.source == CAPTURE:
+                digests[name] = capture_digest
+            elif ref.source == EXTRA:
+                if ref.output not in extras:
+                    raise ValueError(f"job input {ref.output!r} was not given")
+                digests[name] = extras[ref.output]
+            else:
+                digests[name] = outputs_of(ref.source)[ref.output]["digest"]
+        return digests
+
     def _cached(self, key: str) -> dict[str, Any] | None:
         raw = self.store.get_manifest(key)
         if raw is None:
@@ -162,7 +213,7 @@ class InProcessExecutor:
             return None  # a blob was garbage-collected: recompute
         return manifest
 
-    def _run_one(self, invocation: Invocation, input_digests: dict[str, str]) -> StageRecord:
+    def run_one(self, invocation: Invocation, input_digests: dict[str, str]) -> StageRecord:
         key = invocation.cache_key(input_digests)
         if self.observer:
             self.observer.stage_started(invocation)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     local_threads: int = Field(
         default=0, ge=0, description="stages run at once by the in-process executor, 0 = cores"
     )
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    stage_time_limit_s: int = Field(
+        default=900,
+        gt=10,
+        description="hard limit per stage; the broker's visibility timeout is twice this",
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

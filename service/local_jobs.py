@@ -14,20 +14,13 @@ from typing import Any
 
 from brand_rules import BrandRules, RulesFileError, load_brand
 from pipeline.backends.rembg_models import RembgModelCache
-from pipeline.backends.selection import cutout_backend_resolver
-from pipeline.errors import InvalidParameterError, InvalidSkuError, UnknownTemplateError
+from pipeline.errors import InvalidParameterError, InvalidSkuError
 from pipeline.executor import ExecutionObserver, InProcessExecutor, JobResult
+from pipeline.jobspec import JobSpec, build_job_plan
 from pipeline.lineage import build_lineage
-from pipeline.plan import Plan, build_plan
+from pipeline.plan import Plan
 from pipeline.settings import Settings
-from sku_templates import (
-    Sku,
-    SkuFileError,
-    TemplateNotFoundError,
-    load_sku,
-    load_template,
-    template_for_sku,
-)
+from sku_templates import Sku, SkuFileError, load_sku
 from storage import LocalArtifactStore
 
 
@@ -76,20 +69,15 @@ def make_plan(
     brand: BrandRules | None = None,
     has_logo: bool = False,
 ) -> Plan:
-    name = template_name or template_for_sku(sku)
-    try:
-        template = load_template(name)
-    except TemplateNotFoundError as exc:
-        raise UnknownTemplateError(str(exc), template=name, known=exc.known) from exc
-    return build_plan(
-        template,
+    spec = JobSpec(
+        template=template_name,
+        sku=sku,
         overrides=overrides,
         seed=seed,
-        resolve_cutout_backend=cutout_backend_resolver(settings.rembg),
         brand=brand,
-        sku=sku,
-        has_logo=has_logo,
+        extras={"logo": "pending"} if has_logo else {},
     )
+    return build_job_plan(spec, settings)
 
 
 def run_local_job(

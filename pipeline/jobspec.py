@@ -1,0 +1,50 @@
+"""Everything a job needs to rebuild its plan anywhere (the CLI, the API, any worker).
+
+A worker receives only a job id; it reads this spec from the job record and builds the
+same plan, so every process computes the same cache keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from brand_rules import BrandRules
+from pipeline.backends.selection import cutout_backend_resolver
+from pipeline.errors import UnknownTemplateError
+from pipeline.plan import Plan, build_plan
+from pipeline.settings import Settings
+from sku_templates import Sku, TemplateNotFoundError, load_template, template_for_sku
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str | None = None
+    sku: Sku | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    brand: BrandRules | None = None
+    extras: dict[str, str] = Field(default_factory=dict, description="job inputs by name -> digest")
+
+    @property
+    def template_name(self) -> str:
+        return self.template or template_for_sku(self.sku)
+
+
+def build_job_plan(spec: JobSpec, settings: Settings) -> Plan:
+    name = spec.template_name
+    try:
+        template = load_template(name)
+    except TemplateNotFoundError as exc:
+        raise UnknownTemplateError(str(exc), template=name, known=exc.known) from exc
+    return build_plan(
+        template,
+        overrides=spec.overrides,
+        seed=spec.seed,
+        resolve_cutout_backend=cutout_backend_resolver(settings.rembg),
+        brand=spec.brand,
+        sku=spec.sku,
+        has_logo="logo" in spec.extras,
+    )

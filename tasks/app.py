@@ -1,0 +1,53 @@
+"""The Celery app: queues, routing and reliability settings.
+
+Queues: ``cpu`` (procedural stages), ``gpu`` (model backends: one task at a time per GPU
+worker, solo pool), ``default`` (job bookkeeping), ``bulk`` (catalogue imports). Tasks are
+idempotent through the stage cache, so they are acknowledged late and re-queued when a
+worker dies; prefetch is 1 so a long stage never holds other tasks hostage. The broker's
+visibility timeout is above the longest stage's hard time limit, or Redis would hand a
+still-running task to a second worker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.entity import Queue
+
+from pipeline.settings import get_settings
+
+QUEUES = ("default", "cpu", "gpu", "bulk")
+
+app = Celery("skuforge", include=["tasks.stages"])
+
+
+def configure(celery: Celery) -> None:
+    settings = get_settings()
+    limit = settings.stage_time_limit_s
+    celery.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="default",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=200,
+        worker_max_memory_per_child=4_000_000,  # KiB: recycle a worker past ~4 GB
+        task_time_limit=limit,
+        task_soft_time_limit=max(5, limit - 60),
+        broker_transport_options={"visibility_timeout": limit * 2},
+        result_backend_transport_options={"visibility_timeout": limit * 2},
+        task_serializer="json",
+        accept_content=["json"],
+        result_expires=24 * 3600,
+    )
+
+
+configure(app)
+
+
+def queue_for(stage: str, backend: str) -> str:
+    """Model backends go to GPU workers; everything procedural to CPU workers."""
+    if backend.startswith(("rembg:", "diffusers")):
+        return "gpu"
+    return "cpu"

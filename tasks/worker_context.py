@@ -1,0 +1,48 @@
+"""What a worker process builds once and reuses: settings, store, database, models.
+
+Built lazily on first use (never at import) and guarded by a lock, so a prefork child or a
+solo worker makes exactly one of each, and the model cache loads each model once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.backends.rembg_models import RembgModelCache
+from pipeline.executor import InProcessExecutor
+from pipeline.settings import Settings, get_settings
+from storage import LocalArtifactStore
+from storage.database import make_engine, session_factory
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: LocalArtifactStore
+    sessions: sessionmaker[Session]
+    executor: InProcessExecutor
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+def worker_context() -> WorkerContext:
+    global _context
+    with _lock:
+        if _context is None:
+            settings = get_settings()
+            store = LocalArtifactStore(settings.store.root)
+            executor = InProcessExecutor(
+                store,
+                models=RembgModelCache(settings.rembg),
+                limits=settings.ingest.model_dump(),
+                max_workers=1,
+            )
+            _context = WorkerContext(
+                settings, store, session_factory(make_engine(settings.database.url)), executor
+            )
+        return _context

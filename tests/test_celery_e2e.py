@@ -1,0 +1,212 @@
+"""The distributed executor end to end: real Redis, real worker processes, real database.
+
+A capture submitted through ``service.submission`` is run by ``celery worker --pool=solo``
+subprocesses; the stored assets must be byte-identical to the in-process CLI run, and a
+worker killed with SIGKILL in the middle of a stage must not stop the job or duplicate
+anything.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from pipeline.jobspec import JobSpec
+from pipeline.settings import Settings
+from service.local_jobs import run_local_job
+from storage import LocalArtifactStore
+from storage.database import make_engine, session_factory, transaction
+from storage.jobs import create_tenant
+from storage.migrate import upgrade
+from storage.models import Asset, Job, StageRun
+from tests.conftest import EXAMPLE_CAPTURE
+
+pytestmark = pytest.mark.slow
+FINAL = {"approved", "needs_review", "rejected", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def broker_db() -> Iterator[int]:
+    """One Redis database for the module: Celery keeps its producer pool once it has sent,
+    so the broker URL must not change between tests in this process."""
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
+    db = random.randint(2, 15)  # keep away from other runs' queues
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client.flushdb()
+    saved = {k: os.environ.get(k) for k in ("SKUFORGE_BROKER_URL", "SKUFORGE_RESULT_BACKEND")}
+    os.environ["SKUFORGE_BROKER_URL"] = os.environ["SKUFORGE_RESULT_BACKEND"] = (
+        f"redis://127.0.0.1:6379/{db}"
+    )
+    from pipeline.settings import get_settings
+
+    get_settings.cache_clear()
+    import tasks.app
+
+    tasks.app.configure(tasks.app.app)
+    yield db
+    client.flushdb()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def cluster(
+    broker_db: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    env = {
+        "SKUFORGE_BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
+        "SKUFORGE_RESULT_BACKEND": f"redis://127.0.0.1:6379/{broker_db}",
+        "SKUFORGE_STORE__ROOT": str(tmp_path / "store"),
+        "SKUFORGE_DATABASE__URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "SKUFORGE_STAGE_TIME_LIMIT_S": "12",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from pipeline.settings import get_settings
+
+    get_settings.cache_clear()
+    upgrade(env["SKUFORGE_DATABASE__URL"])
+    yield env
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app:app",
+            "worker",
+            "--pool=solo",
+            "-Q",
+            "default,cpu,gpu",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def submit(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from service.submission import submit_capture
+
+    settings = Settings()
+    sessions = session_factory(make_engine(env["SKUFORGE_DATABASE__URL"]))
+    with transaction(sessions) as session:
+        tenant = create_tenant(session, "acme")
+    job, created = submit_capture(
+        sessions,
+        LocalArtifactStore(settings.store.root),
+        settings,
+        tenant_id=tenant.id,
+        capture=EXAMPLE_CAPTURE.read_bytes(),
+        spec=JobSpec(template="default"),
+    )
+    assert created
+    return sessions, job.id, settings
+
+
+def status(sessions, job_id: str) -> str:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return str(session.get(Job, job_id).status)
+
+
+def test_job_runs_on_workers_and_matches_the_cli(cluster: dict[str, str], tmp_path: Path) -> None:
+    worker = start_worker(cluster, tmp_path / "worker.log")
+    try:
+        sessions, job_id, settings = submit(cluster)
+        wait_for(lambda: status(sessions, job_id) in FINAL, 240, "the job to finish")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert status(sessions, job_id) in {"approved", "needs_review"}, (
+        tmp_path / "worker.log"
+    ).read_text()[-3000:]
+    cli = run_local_job(
+        EXAMPLE_CAPTURE.read_bytes(),
+        settings=settings,
+        template_name="default",
+        store=LocalArtifactStore(tmp_path / "cli-store"),
+    )
+    expected = {o["file"]: o["digest"] for o in cli.lineage["outputs"]}
+    with sessions() as session:
+        assets = {
+            a.file: a.digest for a in session.scalars(select(Asset).where(Asset.job_id == job_id))
+        }
+        runs = list(session.scalars(select(StageRun).where(StageRun.job_id == job_id)))
+    assert assets == expected
+    assert {r.invocation_id for r in runs} == {s["id"] for s in cli.lineage["stages"]}
+    assert all(r.status == "done" for r in runs)
+
+
+def test_sigkilled_worker_mid_stage_job_still_completes(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    first = start_worker(cluster, log)
+    sessions, job_id, _ = submit(cluster)
+
+    def cutout_running() -> bool:
+        with sessions() as session:
+            run = session.scalar(
+                select(StageRun).where(
+                    StageRun.job_id == job_id, StageRun.invocation_id == "cutout"
+                )
+            )
+            return run is not None and run.status == "running"
+
+    try:
+        wait_for(cutout_running, 120, "the cutout stage to start")
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        assert status(sessions, job_id) == "running"
+        second = start_worker(cluster, log)
+        try:
+            wait_for(
+                lambda: status(sessions, job_id) in FINAL, 240, "the job to finish after the kill"
+            )
+        finally:
+            second.terminate()
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert status(sessions, job_id) in {"approved", "needs_review"}, log.read_text()[-3000:]
+    with sessions() as session:
+        files = [a.file for a in session.scalars(select(Asset).where(Asset.job_id == job_id))]
+        cutout = session.scalar(
+            select(StageRun).where(StageRun.job_id == job_id, StageRun.invocation_id == "cutout")
+        )
+    assert len(files) == len(set(files)) == 15
+    assert cutout is not None and cutout.attempts >= 2 and cutout.status == "done"
