@@ -16,6 +16,7 @@ from pipeline.errors import SkuforgeError, StageFailedError
 from pipeline.executor import DependencyNotReadyError, JobResult
 from pipeline.jobspec import JobSpec, build_job_plan
 from pipeline.lineage import build_lineage
+from pipeline.plan import Plan
 from pipeline.stage import canonical_json
 from storage.jobs import add_event
 from storage.models import Asset, Job, StageRun, utcnow
@@ -27,8 +28,18 @@ class TransientError(Exception):
     """Worth retrying (a dependency not yet visible, a busy database)."""
 
 
-def _spec(job: Job) -> JobSpec:
-    return JobSpec.model_validate(job.params)
+STOPPED = ("cancelled", "failed")
+
+
+def _active_job(session: Any, job_id: str) -> Job | None:
+    """The job, unless it is gone or was stopped (then the task has nothing to do)."""
+    job = session.get(Job, job_id)
+    return None if job is None or job.status in STOPPED else job
+
+
+def _plan_of(job: Job, settings: Any) -> tuple[JobSpec, Plan, str]:
+    spec = JobSpec.model_validate(job.params)
+    return spec, build_job_plan(spec, settings), job.capture_digest or ""
 
 
 def _stage_run(session: Any, job: Job, invocation_id: str, stage: str, backend: str) -> StageRun:
@@ -62,12 +73,10 @@ def _stage_run(session: Any, job: Job, invocation_id: str, stage: str, backend: 
 def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
     ctx = worker_context()
     with ctx.sessions() as session, session.begin():
-        job = session.get(Job, job_id)
-        if job is None or job.status in ("cancelled", "failed"):
+        job = _active_job(session, job_id)
+        if job is None:
             return {"invocation": invocation_id, "skipped": True}
-        spec = _spec(job)
-        capture = job.capture_digest or ""
-        plan = build_job_plan(spec, ctx.settings)
+        spec, plan, capture = _plan_of(job, ctx.settings)
         invocation = plan.by_id(invocation_id)
         run = _stage_run(session, job, invocation_id, invocation.stage, invocation.backend)
         run.status, run.started_at, run.attempts = "running", utcnow(), run.attempts + 1
@@ -120,12 +129,10 @@ def finish_job(job_id: str) -> dict[str, Any]:
     """After every stage: lineage manifest, asset rows (once), the job's verdict."""
     ctx = worker_context()
     with ctx.sessions() as session, session.begin():
-        job = session.get(Job, job_id)
-        if job is None or job.status in ("cancelled", "failed"):
+        job = _active_job(session, job_id)
+        if job is None:
             return {"job": job_id, "skipped": True}
-        spec = _spec(job)
-        plan = build_job_plan(spec, ctx.settings)
-        capture = job.capture_digest or ""
+        spec, plan, capture = _plan_of(job, ctx.settings)
         result = JobResult(plan=plan, capture_digest=capture)
         hits = {r.invocation_id: r.cache_hit for r in job.stage_runs}
         for invocation in plan.invocations:
