@@ -214,6 +214,28 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from tasks.app import app
+
+    argv = [
+        "worker",
+        f"--queues={args.queues}",
+        f"--pool={args.pool}",
+        f"--loglevel={args.loglevel}",
+    ]
+    if args.pool != "solo":
+        argv.append(f"--concurrency={args.concurrency}")
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from tasks.app import app
+
+    app.start(["beat", f"--loglevel={args.loglevel}"])
+    return 0
+
+
 def cmd_templates(args: argparse.Namespace) -> int:
     table = Table(title="templates")
     for column in ("name", "cutout", "packshot slots", "description"):
@@ -277,6 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
     keys_create.add_argument("--name", default="", help="label for the key")
     keys_create.add_argument("--url", help="database URL (default: SKUFORGE_DATABASE__URL)")
     keys_create.set_defaults(handler=cmd_keys_create)
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default="cpu,default", help="e.g. cpu,default or gpu")
+    worker.add_argument(
+        "--pool",
+        default="solo",
+        choices=["solo", "prefork", "threads"],
+        help="solo: one task at a time (the right choice per GPU)",
+    )
+    worker.add_argument("--concurrency", type=int, default=2)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(handler=cmd_worker)
+
+    beat = sub.add_parser("beat", help="run the scheduler (the stuck-job reconciler)")
+    beat.add_argument("--loglevel", default="INFO")
+    beat.set_defaults(handler=cmd_beat)
 
     templates = sub.add_parser("templates", help="list the SKU templates")
     templates.set_defaults(handler=cmd_templates)

@@ -210,3 +210,38 @@ def test_sigkilled_worker_mid_stage_job_still_completes(
         )
     assert len(files) == len(set(files)) == 15
     assert cutout is not None and cutout.attempts >= 2 and cutout.status == "done"
+
+
+def test_reconciler_resends_a_job_whose_canvas_was_lost(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from storage.jobs import create_job
+    from storage.models import utcnow
+    from tasks.reconcile import reconcile
+
+    settings = Settings()
+    store = LocalArtifactStore(settings.store.root)
+    sessions = session_factory(make_engine(cluster["SKUFORGE_DATABASE__URL"]))
+    spec = JobSpec(template="default")
+    with transaction(sessions) as session:
+        tenant = create_tenant(session, "lost")
+        job, _ = create_job(
+            session,
+            tenant_id=tenant.id,
+            template="default",
+            params=spec.model_dump(mode="json"),
+            capture_digest=store.put(EXAMPLE_CAPTURE.read_bytes()),
+        )
+        job.updated_at = utcnow() - timedelta(hours=1)  # queued long ago, never sent
+        job_id = job.id
+    assert reconcile(deadline_s=60) == [job_id]
+    worker = start_worker(cluster, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: status(sessions, job_id) in FINAL, 240, "the resent job to finish")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert status(sessions, job_id) in {"approved", "needs_review"}
+    assert reconcile(deadline_s=60) == []
