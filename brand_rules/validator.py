@@ -466,28 +466,46 @@ def validate_image(
     ctx = context or ValidationContext()
     facts = measure(data)
     report = Report(results=[], verdict="approved", facts=facts)
-    sourced: list[tuple[Rule, str]] = []
-    if preset is not None:
-        sourced += [(rule, f"preset:{preset.name}") for rule in preset.rules]
+    brand_rules = _brand_rules(brand, ctx) if brand is not None else []
+    _evaluate(
+        report,
+        _sourced_rules(preset, brand, brand_rules, "image"),
+        lambda rule_id: (
+            (lambda params: CHECKS[rule_id](facts, params, ctx, report))
+            if rule_id in CHECKS
+            else None
+        ),
+    )
+    report.verdict = _verdict(report, brand, ctx)
+    return report
+
+
+def _sourced_rules(
+    preset: Preset | None, brand: BrandRules | None, brand_rules: list[Rule], kind: str
+) -> list[tuple[Rule, str]]:
+    """The rules that apply to this kind of output, each with where it came from."""
+    sourced = [(rule, f"preset:{preset.name}") for rule in preset.rules] if preset else []
     if brand is not None:
-        sourced += [
-            (rule, f"brand:{brand.brand}@{brand.version}") for rule in _brand_rules(brand, ctx)
-        ]
+        sourced += [(rule, f"brand:{brand.brand}@{brand.version}") for rule in brand_rules]
+    return [(rule, source) for rule, source in sourced if kind in rule.applies_to]
+
+
+def _evaluate(
+    report: Report,
+    sourced: list[tuple[Rule, str]],
+    check_for: Callable[[str], Callable[[dict[str, Any]], tuple[bool, Any, Any, str]] | None],
+) -> None:
     for rule, source in sourced:
-        if "image" not in rule.applies_to:
-            continue
-        fn = CHECKS.get(rule.id)
+        fn = check_for(rule.id)
         if fn is None:
             report.results.append(
                 RuleResult(rule.id, rule.severity, False, None, None, "unknown rule id", source)
             )
             continue
-        passed, measured, expected, message = fn(facts, dict(rule.params), ctx, report)
+        passed, measured, expected, message = fn(dict(rule.params))
         report.results.append(
             RuleResult(rule.id, rule.severity, bool(passed), measured, expected, message, source)
         )
-    report.verdict = _verdict(report, brand, ctx)
-    return report
 
 
 MediaCheck = Callable[[Any, dict[str, Any]], tuple[bool, Any, Any, str]]
@@ -531,24 +549,15 @@ def validate_asset(
         return validate_image(data, preset=preset, brand=brand, context=context)
     media: ModelFacts | VideoFacts = glb_facts(data) if kind == "model" else video_facts(data)
     report = Report(results=[], verdict="approved", facts=None, media=media)
-    rules: list[tuple[Rule, str]] = []
-    if preset is not None:
-        rules += [(r, f"preset:{preset.name}") for r in preset.rules]
-    if brand is not None:
-        rules += [(r, f"brand:{brand.brand}@{brand.version}") for r in brand.rules]
-    for rule, source in rules:
-        if kind not in rule.applies_to:
-            continue
-        fn = MEDIA_CHECKS.get(rule.id)
-        if fn is None:
-            report.results.append(
-                RuleResult(rule.id, rule.severity, False, None, None, "unknown rule id", source)
-            )
-            continue
-        passed, measured, expected, message = fn(media, dict(rule.params))
-        report.results.append(
-            RuleResult(rule.id, rule.severity, bool(passed), measured, expected, message, source)
-        )
+    _evaluate(
+        report,
+        _sourced_rules(preset, brand, list(brand.rules) if brand else [], kind),
+        lambda rule_id: (
+            (lambda params: MEDIA_CHECKS[rule_id](media, params))
+            if rule_id in MEDIA_CHECKS
+            else None
+        ),
+    )
     report.verdict = _verdict(report, brand, context or ValidationContext())
     return report
 

@@ -78,3 +78,10 @@ class StageFailedError(SkuforgeError):
     """A stage raised something that is not one of ours: a bug, reported with its stage."""
 
     code = "stage_failed"
+
+
+class TransientError(SkuforgeError):
+    """Worth retrying later (a dependency not yet visible, a busy resource)."""
+
+    code = "transient"
+    http_status = 503

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.errors import SkuforgeError, StageFailedError
+from pipeline.errors import SkuforgeError, StageFailedError, TransientError
 from pipeline.plan import CAPTURE, EXTRA, Invocation, Plan
 from pipeline.registry import get_stage
 from pipeline.stage import ModelProvider, StageContext, canonical_json
@@ -38,8 +38,28 @@ class BlobStore(Protocol):
     def get_manifest(self, key: str) -> bytes | None: ...
 
 
-class DependencyNotReadyError(RuntimeError):
+class DependencyNotReadyError(TransientError):
     """A distributed invocation ran before an invocation it depends on."""
+
+
+def _input_digests(
+    invocation: Invocation,
+    capture_digest: str,
+    extras: Mapping[str, str],
+    produced: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
+    """Digest of each input: the capture, a named job input, or an upstream output."""
+    digests = {}
+    for name, ref in invocation.inputs.items():
+        if ref.source == CAPTURE:
+            digests[name] = capture_digest
+        elif ref.source == EXTRA:
+            if ref.output not in extras:
+                raise ValueError(f"job input {ref.output!r} was not given")
+            digests[name] = extras[ref.output]
+        else:
+            digests[name] = produced[ref.source][ref.output]
+    return digests
 
 
 @dataclass(frozen=True)
@@ -96,37 +116,19 @@ class InProcessExecutor:
         self.observer = observer
 
     def run(
-        self, plan: Plan, capture: bytes, extras: Mapping[str, bytes] | None = None
+        self, plan: Plan, capture_digest: str, extra_digests: Mapping[str, str] | None = None
     ) -> JobResult:
-        """Run ``plan``; independent invocations (the packshot slots) run concurrently on
-        up to ``max_workers`` threads. The codecs and OpenCV release the GIL, so on two
-        cores four packshots take about the time of two. Records keep plan order."""
-        capture_digest = self.store.put(capture)
-        produced: dict[str, dict[str, OutputRef]] = {
-            EXTRA: {
-                name: OutputRef(self.store.put(data), "application/octet-stream", len(data))
-                for name, data in (extras or {}).items()
-            }
-        }
+        """Run ``plan`` on inputs already in the store (the capture and named job inputs,
+        by digest). Independent invocations (the packshot slots) run concurrently on up to
+        ``max_workers`` threads: the codecs and OpenCV release the GIL, so on two cores four
+        packshots take about the time of two. Records keep plan order."""
+        extras = dict(extra_digests or {})
+        missing = sorted(plan.extra_inputs() - set(extras))
+        if missing:
+            raise ValueError(f"plan needs job inputs that were not given: {missing}")
+        produced: dict[str, dict[str, str]] = {}
         records: dict[str, StageRecord] = {}
         pending = list(plan.invocations)
-
-        def inputs_of(invocation: Invocation) -> dict[str, str]:
-            return {
-                name: capture_digest
-                if ref.source == CAPTURE
-                else produced[ref.source][ref.output].digest
-                for name, ref in invocation.inputs.items()
-            }
-
-        missing = {
-            ref.output
-            for invocation in plan.invocations
-            for ref in invocation.inputs.values()
-            if ref.source == EXTRA and ref.output not in produced[EXTRA]
-        }
-        if missing:
-            raise ValueError(f"plan needs job inputs that were not given: {sorted(missing)}")
 
         def ready(invocation: Invocation) -> bool:
             return all(dep in produced for dep in plan.dependencies(invocation))
@@ -136,8 +138,8 @@ class InProcessExecutor:
             while pending or running:
                 for invocation in [i for i in pending if ready(i)]:
                     pending.remove(invocation)
-                    future = pool.submit(self.run_one, invocation, inputs_of(invocation))
-                    running[future] = invocation
+                    digests = _input_digests(invocation, capture_digest, extras, produced)
+                    running[pool.submit(self.run_one, invocation, digests)] = invocation
                 if not running:
                     raise RuntimeError(f"plan has unsatisfiable dependencies: {pending}")
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -149,7 +151,7 @@ class InProcessExecutor:
                         for other in running:
                             other.cancel()
                         raise
-                    produced[invocation.id] = record.outputs
+                    produced[invocation.id] = {n: o.digest for n, o in record.outputs.items()}
                     records[invocation.id] = record
         result = JobResult(plan=plan, capture_digest=capture_digest)
         result.records = [records[i.id] for i in plan.invocations]
@@ -177,30 +179,16 @@ class InProcessExecutor:
         capture_digest: str,
         extra_digests: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
+        """Walk the invocation's ancestors in plan order, each manifest read once."""
         extras = dict(extra_digests or {})
-        outputs: dict[str, dict[str, Any]] = {}
-
-        def outputs_of(source_id: str) -> dict[str, Any]:
-            if source_id not in outputs:
-                source = plan.by_id(source_id)
-                key = source.cache_key(self.input_digests(plan, source, capture_digest, extras))
-                manifest = self._cached(key)
-                if manifest is None:
-                    raise DependencyNotReadyError(f"{source_id} has not run for this job yet")
-                outputs[source_id] = manifest["outputs"]
-            return outputs[source_id]
-
-        digests = {}
-        for name, ref in invocation.inputs.items():
-            if ref.source == CAPTURE:
-                digests[name] = capture_digest
-            elif ref.source == EXTRA:
-                if ref.output not in extras:
-                    raise ValueError(f"job input {ref.output!r} was not given")
-                digests[name] = extras[ref.output]
-            else:
-                digests[name] = outputs_of(ref.source)[ref.output]["digest"]
-        return digests
+        produced: dict[str, dict[str, str]] = {}
+        for ancestor in plan.ancestors(invocation):
+            key = ancestor.cache_key(_input_digests(ancestor, capture_digest, extras, produced))
+            manifest = self._cached(key)
+            if manifest is None:
+                raise DependencyNotReadyError(f"{ancestor.id} has not run for this job yet")
+            produced[ancestor.id] = {n: o["digest"] for n, o in manifest["outputs"].items()}
+        return _input_digests(invocation, capture_digest, extras, produced)
 
     def _cached(self, key: str) -> dict[str, Any] | None:
         raw = self.store.get_manifest(key)

@@ -62,6 +62,7 @@ def build_lineage(
                         "file": entry["file"],
                         "digest": ref.digest,
                         "media_type": ref.media_type,
+                        "size": ref.size,
                         "stage": invocation.id,
                         "output": name,
                         "slot": invocation.slot,

@@ -86,6 +86,26 @@ class Plan:
     def dependencies(self, invocation: Invocation) -> list[str]:
         return sorted({ref.source for ref in invocation.inputs.values()} - {CAPTURE, EXTRA})
 
+    def ancestors(self, invocation: Invocation) -> list[Invocation]:
+        """Every invocation ``invocation`` depends on, directly or not, in plan order."""
+        needed: set[str] = set()
+        frontier = self.dependencies(invocation)
+        while frontier:
+            current = frontier.pop()
+            if current not in needed:
+                needed.add(current)
+                frontier += self.dependencies(self.by_id(current))
+        return [i for i in self.invocations if i.id in needed]
+
+    def extra_inputs(self) -> set[str]:
+        """Names of the job inputs besides the capture (``extra:<name>``) the plan reads."""
+        return {
+            ref.output
+            for invocation in self.invocations
+            for ref in invocation.inputs.values()
+            if ref.source == EXTRA
+        }
+
 
 def parse_override_value(raw: str) -> Any:
     """``--set`` values: JSON scalars (numbers, true/false, null, quoted strings) or text."""
@@ -209,6 +229,13 @@ def build_plan(
             exports={"cutout": "cutout", "matte": "matte"},
         ),
     ]
+    # What every slot's validation shares: the brand, the SKU's colours, apparel or not.
+    validate_base = ValidateParams(
+        brand=(brand or BrandRules(brand=sku.brand if sku else "default")).model_dump(mode="json"),
+        declared_colours=list(sku.colours) if sku else [],
+        apparel=template.name == "apparel_flat"
+        or bool(sku and (sku.category or "").lower() in APPAREL_CATEGORIES),
+    )
     for slot in template.packshots:
         base = PackshotParams.model_validate(slot.model_dump(exclude={"name", "preset"}))
         label = f"packshots.{slot.name}"
@@ -241,15 +268,7 @@ def build_plan(
                 id=f"validate.{slot.name}",
                 stage="validate",
                 backend="brand_rules",
-                params=ValidateParams(
-                    preset=slot.preset,
-                    brand=(brand or BrandRules(brand=sku.brand if sku else "default")).model_dump(
-                        mode="json"
-                    ),
-                    declared_colours=list(sku.colours) if sku else [],
-                    apparel=template.name == "apparel_flat"
-                    or bool(sku and (sku.category or "").lower() in APPAREL_CATEGORIES),
-                ),
+                params=validate_base.model_copy(update={"preset": slot.preset}),
                 inputs=validate_inputs,
                 seed=seed,
                 slot=slot.name,

@@ -10,14 +10,11 @@ anything else, so scripts can tell a bad capture from a broken installation.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -39,6 +36,7 @@ from pipeline.errors import (
     UnsupportedMediaTypeError,
 )
 from pipeline.executor import StageRecord
+from pipeline.imaging.codecs import decode_rgb
 from pipeline.plan import APPAREL_CATEGORIES, Invocation, parse_overrides
 from pipeline.settings import get_settings
 from pipeline.version import __version__
@@ -155,10 +153,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         preset = load_preset(args.preset) if args.preset else None
     except RulesFileError as exc:
         raise InvalidParameterError(str(exc)) from exc
-    logo = None
-    if logo_bytes is not None:
-        with Image.open(io.BytesIO(logo_bytes)) as opened:
-            logo = np.asarray(opened.convert("RGB")).copy()
+    logo = decode_rgb(logo_bytes)[..., :3] if logo_bytes is not None else None
     context = ValidationContext(
         declared_colours=tuple(sku.colours) if sku else (),
         made_with_model=args.made_with_model,

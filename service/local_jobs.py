@@ -18,10 +18,9 @@ from pipeline.errors import InvalidParameterError, InvalidSkuError
 from pipeline.executor import ExecutionObserver, InProcessExecutor, JobResult
 from pipeline.jobspec import JobSpec, build_job_plan
 from pipeline.lineage import build_lineage
-from pipeline.plan import Plan
 from pipeline.settings import Settings
 from sku_templates import Sku, SkuFileError, load_sku
-from storage import LocalArtifactStore
+from storage import LocalArtifactStore, sha256_hex
 
 
 @dataclass
@@ -59,27 +58,6 @@ def read_brand(path: str | os.PathLike[str] | None) -> tuple[BrandRules | None, 
         ) from exc
 
 
-def make_plan(
-    settings: Settings,
-    *,
-    sku: Sku | None,
-    template_name: str | None,
-    overrides: dict[str, Any],
-    seed: int,
-    brand: BrandRules | None = None,
-    has_logo: bool = False,
-) -> Plan:
-    spec = JobSpec(
-        template=template_name,
-        sku=sku,
-        overrides=overrides,
-        seed=seed,
-        brand=brand,
-        extras={"logo": "pending"} if has_logo else {},
-    )
-    return build_job_plan(spec, settings)
-
-
 def run_local_job(
     capture: bytes,
     *,
@@ -96,15 +74,18 @@ def run_local_job(
     logo: bytes | None = None,
 ) -> LocalJob:
     store = store or LocalArtifactStore(settings.store.root)
-    plan = make_plan(
-        settings,
+    spec = JobSpec(
+        template=template_name,
         sku=sku,
-        template_name=template_name,
         overrides=overrides or {},
         seed=seed,
         brand=brand,
-        has_logo=logo is not None,
+        extras={"logo": sha256_hex(logo)} if logo is not None else {},
     )
+    # The plan is built (and the request validated) before anything is written.
+    plan = build_job_plan(spec, settings)
+    if logo is not None:
+        store.put(logo)
     executor = InProcessExecutor(
         store,
         models=models or RembgModelCache(settings.rembg),
@@ -112,7 +93,7 @@ def run_local_job(
         observer=observer,
         max_workers=settings.local_threads or None,
     )
-    result = executor.run(plan, capture, extras={"logo": logo} if logo is not None else None)
+    result = executor.run(plan, store.put(capture), spec.extras)
     lineage = build_lineage(result, sku=sku, capture_name=capture_name, capture_size=len(capture))
     return LocalJob(result=result, lineage=lineage, store=store)
 

@@ -2,7 +2,8 @@
 
 Tasks take a job id and an invocation id, nothing else. Running an invocation whose output
 manifest already exists is a cache hit, so a redelivered message (worker killed, visibility
-timeout) does no work twice and creates no duplicate assets.
+timeout) does no work twice and creates no duplicate assets. The job bookkeeping lives in
+``storage.jobs``, the execution in ``pipeline.executor``.
 """
 
 from __future__ import annotations
@@ -10,53 +11,38 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from pipeline.errors import SkuforgeError, StageFailedError
-from pipeline.executor import DependencyNotReadyError, JobResult
+from pipeline.errors import SkuforgeError, StageFailedError, TransientError
 from pipeline.jobspec import JobSpec, build_job_plan
 from pipeline.lineage import build_lineage
 from pipeline.plan import Plan
+from pipeline.settings import Settings
 from pipeline.stage import canonical_json
-from storage.jobs import add_event
-from storage.models import Asset, Job, StageRun, utcnow
+from storage.jobs import (
+    add_event,
+    mark_stage_done,
+    mark_stage_failed,
+    mark_stage_started,
+    record_outputs,
+    stage_run,
+)
+from storage.models import Job
 from tasks.app import app
 from tasks.worker_context import worker_context
-
-
-class TransientError(Exception):
-    """Worth retrying (a dependency not yet visible, a busy database)."""
-
 
 STOPPED = ("cancelled", "failed")
 
 
-def _active_job(session: Any, job_id: str) -> Job | None:
+def _active_job(session: Session, job_id: str) -> Job | None:
     """The job, unless it is gone or was stopped (then the task has nothing to do)."""
     job = session.get(Job, job_id)
     return None if job is None or job.status in STOPPED else job
 
 
-def _plan_of(job: Job, settings: Any) -> tuple[JobSpec, Plan, str]:
+def _plan_of(job: Job, settings: Settings) -> tuple[JobSpec, Plan, str]:
     spec = JobSpec.model_validate(job.params)
     return spec, build_job_plan(spec, settings), job.capture_digest or ""
-
-
-def _stage_run(session: Any, job: Job, invocation_id: str, stage: str, backend: str) -> StageRun:
-    run = session.scalar(
-        select(StageRun).where(StageRun.job_id == job.id, StageRun.invocation_id == invocation_id)
-    )
-    if run is None:
-        run = StageRun(
-            job_id=job.id,
-            invocation_id=invocation_id,
-            stage=stage,
-            backend=backend,
-            attempts=0,
-            cache_hit=False,
-        )
-        session.add(run)
-    return run  # type: ignore[no-any-return]
 
 
 @app.task(
@@ -64,7 +50,7 @@ def _stage_run(session: Any, job: Job, invocation_id: str, stage: str, backend: 
     name="skuforge.run_stage",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(TransientError, DependencyNotReadyError),
+    autoretry_for=(TransientError,),
     retry_backoff=1,
     retry_backoff_max=30,
     retry_jitter=True,
@@ -78,16 +64,17 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
             return {"invocation": invocation_id, "skipped": True}
         spec, plan, capture = _plan_of(job, ctx.settings)
         invocation = plan.by_id(invocation_id)
-        run = _stage_run(session, job, invocation_id, invocation.stage, invocation.backend)
-        run.status, run.started_at, run.attempts = "running", utcnow(), run.attempts + 1
-        job.status = "running"
-        add_event(session, job, "stage_started", {"stage": invocation_id})
+        mark_stage_started(
+            stage_run(session, job, invocation_id, invocation.stage, invocation.backend),
+            job,
+            session,
+        )
     try:
         record = ctx.executor.run_invocation(plan, invocation_id, capture, spec.extras)
-    except DependencyNotReadyError:
+    except TransientError:
         raise  # retried with backoff by autoretry_for
     except Exception as raw:
-        # Record why the job stopped (typed input errors, or a bug in a stage), then let
+        # Record why the job stopped (a typed input error, or a bug in a stage), then let
         # Celery mark the task failed; nothing here is retried.
         exc = (
             raw
@@ -96,31 +83,24 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
                 f"stage {invocation_id} failed: {type(raw).__name__}: {raw}", stage=invocation_id
             )
         )
-        with ctx.sessions() as session, session.begin():
-            job = session.get(Job, job_id)
-            assert job is not None
-            run = _stage_run(session, job, invocation_id, invocation.stage, invocation.backend)
-            run.status, run.finished_at, run.error = "failed", utcnow(), exc.to_dict()
-            job.status, job.error = "failed", {**exc.to_dict(), "stage": invocation_id}
-            add_event(session, job, "stage_failed", {"stage": invocation_id, **exc.to_dict()})
-        raise
+        outcome: dict[str, Any] = {"error": exc.to_dict()}
+    else:
+        outcome = {
+            "cache_key": record.cache_key,
+            "cache_hit": record.cache_hit,
+            "wall_s": record.wall_s,
+            "cpu_s": record.cpu_s,
+        }
     with ctx.sessions() as session, session.begin():
         job = session.get(Job, job_id)
         assert job is not None
-        run = _stage_run(session, job, invocation_id, invocation.stage, invocation.backend)
-        run.status, run.finished_at = "done", utcnow()
-        run.cache_key, run.cache_hit = record.cache_key, record.cache_hit
-        run.wall_s, run.cpu_s = record.wall_s, record.cpu_s
-        add_event(
-            session,
-            job,
-            "stage_finished",
-            {
-                "stage": invocation_id,
-                "cache_hit": record.cache_hit,
-                "wall_s": round(record.wall_s, 4),
-            },
-        )
+        run = stage_run(session, job, invocation_id, invocation.stage, invocation.backend)
+        if "error" in outcome:
+            mark_stage_failed(run, job, session, outcome["error"])
+        else:
+            mark_stage_done(run, job, session, **outcome)
+    if "error" in outcome:
+        raise exc
     return {"invocation": invocation_id, "cache_key": record.cache_key, "hit": record.cache_hit}
 
 
@@ -133,33 +113,16 @@ def finish_job(job_id: str) -> dict[str, Any]:
         if job is None:
             return {"job": job_id, "skipped": True}
         spec, plan, capture = _plan_of(job, ctx.settings)
-        result = JobResult(plan=plan, capture_digest=capture)
+        # Every stage ran already: this walk only reads their manifests.
+        result = ctx.executor.run(plan, capture, spec.extras)
         hits = {r.invocation_id: r.cache_hit for r in job.stage_runs}
-        for invocation in plan.invocations:
-            record = ctx.executor.run_invocation(plan, invocation.id, capture, spec.extras)
-            record.cache_hit = hits.get(invocation.id, record.cache_hit)
-            result.records.append(record)
+        for record in result.records:
+            record.cache_hit = hits.get(record.invocation.id, record.cache_hit)
         lineage = build_lineage(
             result, sku=spec.sku, capture_name=None, capture_size=ctx.store.size(capture)
         )
         lineage["job"] = job_id
-        existing = {a.file for a in job.assets}
-        for output in lineage["outputs"]:
-            if output["file"] in existing:
-                continue  # a redelivered finish_job: the rows are there already
-            session.add(
-                Asset(
-                    tenant_id=job.tenant_id,
-                    job_id=job.id,
-                    digest=output["digest"],
-                    kind=output["stage"].split(".")[0],
-                    slot=output["slot"],
-                    file=output["file"],
-                    media_type=output["media_type"],
-                    size=ctx.store.size(output["digest"]),
-                    verdict=output.get("verdict"),
-                )
-            )
+        record_outputs(session, job, lineage["outputs"])
         lineage_digest = ctx.store.put(canonical_json(lineage))
         job.verdict = lineage["verdict"]
         job.status = lineage["verdict"] or "approved"

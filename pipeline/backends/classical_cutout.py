@@ -29,7 +29,7 @@ How it works (all segmentation at a working resolution, edges at full resolution
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -141,14 +141,29 @@ def _border_mask(shape: tuple[int, ...], strip: int) -> np.ndarray:
     return mask
 
 
-def _compatible_with_backdrop(
+@dataclass(frozen=True)
+class _BackdropMatch:
+    """Per-pixel agreement with the backdrop model, measured once per capture."""
+
+    compatible_colour: np.ndarray  # chromaticity and brightness ratio allow backdrop/shadow
+    plain: np.ndarray  # indistinguishable from the unshadowed backdrop
+    ratio: np.ndarray  # lum / lum_backdrop
+    grad: np.ndarray  # |grad log ratio|
+    grad_floor: float  # what the border's own texture and noise reach
+
+    def compatible(self, flat_gradient: float, noise: float) -> np.ndarray:
+        """Backdrop-compatible pixels that are also smooth at the given gradient allowance."""
+        tolerance = min(max(flat_gradient + 2.0 * noise, self.grad_floor), 0.12)
+        return self.compatible_colour & (self.grad < tolerance)
+
+
+def _match_backdrop(
     image: np.ndarray,
     backdrop: np.ndarray,
     noise: float,
     strip: int,
     options: ClassicalOptions,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Masks of pixels that may be backdrop (incl. shadow) and of unshadowed backdrop."""
+) -> _BackdropMatch:
     blurred = cv2.GaussianBlur(image, (0, 0), 1.2)
     lum = _luminance(blurred) + _EPS
     lum_b = _luminance(backdrop) + _EPS
@@ -170,15 +185,15 @@ def _compatible_with_backdrop(
     gx = cv2.Sobel(log_k, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(log_k, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     grad = np.sqrt(gx * gx + gy * gy)
-    grad_tol = max(
-        options.flat_gradient + 2.0 * noise, float(np.quantile(grad[border], 0.995)) * 1.2
-    )
-    flat = grad < min(grad_tol, 0.12)
     # Keeping the shadow means only unshadowed backdrop may be removed.
     low = 1.0 - tol_k if options.keep_shadow else options.shadow_floor
-    compatible = (chroma_dist < chroma_tol) & (ratio > low) & (ratio < 1.0 + tol_k) & flat
-    plain = (chroma_dist < chroma_tol * 0.6) & (np.abs(ratio - 1.0) < tol_k * 0.8)
-    return compatible, plain, ratio
+    return _BackdropMatch(
+        compatible_colour=(chroma_dist < chroma_tol) & (ratio > low) & (ratio < 1.0 + tol_k),
+        plain=(chroma_dist < chroma_tol * 0.6) & (np.abs(ratio - 1.0) < tol_k * 0.8),
+        ratio=ratio,
+        grad=grad,
+        grad_floor=float(np.quantile(grad[border], 0.995)) * 1.2,
+    )
 
 
 def _background_by_flood(
@@ -347,12 +362,14 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
 
     strip = max(3, round(0.025 * max(work_h, work_w)))
     backdrop, noise, border_fit = backdrop_model(small, strip)
-    compatible, plain, ratio = _compatible_with_backdrop(small, backdrop, noise, strip, options)
+    match = _match_backdrop(small, backdrop, noise, strip, options)
+    plain, ratio = match.plain, match.ratio
     gap = max(2, round(options.gap_fraction * max(work_h, work_w)))
-    background = _background_by_flood(compatible, plain, gap, options.hole_plain)
+    background = _background_by_flood(
+        match.compatible(options.flat_gradient, noise), plain, gap, options.hole_plain
+    )
     if options.soft_shadow_gradient > options.flat_gradient and not options.keep_shadow:
-        loose_options = replace(options, flat_gradient=options.soft_shadow_gradient)
-        loose, _, _ = _compatible_with_backdrop(small, backdrop, noise, strip, loose_options)
+        loose = match.compatible(options.soft_shadow_gradient, noise)
         background = _accept_small_shadow_gains(
             background,
             _background_by_flood(loose, plain, gap, options.hole_plain),

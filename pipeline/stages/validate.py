@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from brand_rules import BrandRules, ValidationContext, load_preset, overlay_png, validate_image
-from pipeline.imaging.codecs import decode_rgba
+from pipeline.imaging.codecs import decode_rgb
 from pipeline.stage import Blob, StageContext, StageResult, json_blob
 
 
@@ -37,7 +37,7 @@ class ValidateStage:
         assert isinstance(params, ValidateParams)
         info = json.loads(inputs["cutout_info"])
         lab = info.get("product_lab_median")
-        logo = decode_rgba(inputs["logo"])[..., :3] if inputs.get("logo") else None
+        logo = decode_rgb(inputs["logo"])[..., :3] if inputs.get("logo") else None
         context = ValidationContext(
             declared_colours=tuple(params.declared_colours),
             made_with_model=info.get("digital_source") == "model",
