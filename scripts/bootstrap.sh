@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-# System libraries for headless OpenGL (moderngl on EGL); installed when we are root.
-DEB_PACKAGES="libegl1 libgl1-mesa-dri"
+# System packages: headless OpenGL (moderngl on EGL) and ffprobe (video checks); installed as root.
+DEB_PACKAGES="libegl1 libgl1-mesa-dri ffmpeg"
 missing=""
 for pkg in $DEB_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

@@ -84,6 +84,93 @@ class PackshotParams(StrictModel):
         return self
 
 
+ShapeBackend = Literal["auto", "lathe", "extrude", "inflate"]
+
+
+class ShapeParams(StrictModel):
+    """A textured, watertight mesh from the cutout (stage ``shape``).
+
+    The SKU's real dimensions are copied in by the plan builder (so they are part of the
+    cache key); with none the mesh is scaled so its height is ``default_height_m``.
+    """
+
+    backend: ShapeBackend = Field(
+        default="auto", description="auto | lathe | extrude | inflate (auto picks by silhouette)"
+    )
+    width_mm: float | None = Field(default=None, gt=0, description="real width (from the SKU)")
+    height_mm: float | None = Field(default=None, gt=0, description="real height (from the SKU)")
+    depth_mm: float | None = Field(default=None, gt=0, description="real depth (from the SKU)")
+    depth_ratio: float = Field(
+        default=0.35,
+        gt=0.01,
+        le=2.0,
+        description="depth / width when the SKU gives no depth (extrude and inflate)",
+    )
+    default_height_m: float = Field(default=0.25, gt=0.0, le=10.0)
+    max_triangles: int = Field(default=60000, ge=1000, le=100000)
+    texture_size: int = Field(default=1024, ge=256, le=2048)
+    working_size: int = Field(
+        default=512, ge=128, le=2048, description="long side of the silhouette the mesh is fit to"
+    )
+
+
+class Export3dParams(StrictModel):
+    """GLB + USDZ from the shape's mesh (stage ``export3d``)."""
+
+    texture_format: Literal["png", "jpeg"] = "png"
+    jpeg_quality: int = Field(default=90, ge=1, le=100)
+    poster_size: int = Field(default=1024, ge=128, le=4096)
+    poster_elevation_deg: float = Field(default=15.0, ge=-45.0, le=60.0)
+
+
+class ViewsParams(StrictModel):
+    """Renders of the mesh from several azimuths (stage ``views``)."""
+
+    count: int = Field(default=8, ge=1, le=72, description="views evenly spaced from the front")
+    elevation_deg: float = Field(default=15.0, ge=-45.0, le=75.0)
+    size: int = Field(default=1024, ge=64, le=4096)
+    background: Background = "transparent"
+    fill: float = Field(default=0.85, gt=0.05, le=1.0)
+    format: Literal["png", "webp", "jpeg"] = "png"
+
+    @model_validator(mode="after")
+    def _transparency_needs_alpha_format(self) -> ViewsParams:
+        if self.background == "transparent" and self.format == "jpeg":
+            raise ValueError("a transparent background needs format png or webp, not jpeg")
+        return self
+
+
+class TurntableParams(StrictModel):
+    """A 360-degree spin: MP4 (H.264), WebM (VP9), JPEG spin set, poster (stage ``turntable``).
+
+    Frame 0 faces the camera and the product turns counter-clockwise seen from above
+    (Amazon's 360-degree convention).
+    """
+
+    frames: Literal[24, 36, 72] = 36
+    elevation_deg: float = Field(default=15.0, ge=10.0, le=30.0)
+    size: int = Field(default=720, ge=64, le=2048, description="square frame side, even")
+    fps: int = Field(default=12, ge=1, le=60)
+    background: Background = "#FFFFFF"
+    fill: float = Field(default=0.85, gt=0.05, le=1.0)
+    crf: int = Field(default=23, ge=0, le=51, description="H.264 constant rate factor")
+    spin_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality of the spin set")
+
+    @field_validator("size")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("size must be even (yuv420p needs even dimensions)")
+        return value
+
+    @field_validator("background")
+    @classmethod
+    def _opaque(cls, value: str) -> str:
+        if value == "transparent":
+            raise ValueError("a video has no transparency: give a colour")
+        return value
+
+
 # -- templates ------------------------------------------------------------------------------
 class PackshotSlot(PackshotParams):
     name: Annotated[str, Field(pattern=_SLUG)]
