@@ -56,6 +56,19 @@ class RembgSettings(BaseModel):
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads, 0 = auto")
 
 
+class ApiSettings(BaseModel):
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest request body; 413 above it"
+    )
+    signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+    allow_private_urls: bool = Field(
+        default=False,
+        description="let image_url reach loopback/private addresses (tests, on-prem fetchers)",
+    )
+    fetch_timeout_s: float = Field(default=15.0, gt=0)
+    event_poll_s: float = Field(default=0.5, gt=0, description="SSE: how often new events are read")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SKUFORGE_", env_nested_delimiter="__", extra="ignore"
@@ -77,6 +90,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     rembg: RembgSettings = Field(default_factory=RembgSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -224,6 +224,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.migrate:
+        from storage.migrate import upgrade
+
+        upgrade(get_settings().database.url)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.loglevel.lower(),
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+    )
+    return 0
+
+
 def cmd_beat(args: argparse.Namespace) -> int:
     from tasks.app import app
 
@@ -306,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=2)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(handler=cmd_worker)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--migrate", action="store_true", help="apply DB migrations first")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-* (behind a load balancer: its address)",
+    )
+    serve.add_argument("--loglevel", default="INFO")
+    serve.set_defaults(handler=cmd_serve)
 
     beat = sub.add_parser("beat", help="run the scheduler (the stuck-job reconciler)")
     beat.add_argument("--loglevel", default="INFO")

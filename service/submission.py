@@ -7,6 +7,8 @@ first; the job row is committed before the canvas is sent, so a worker always fi
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.jobspec import JobSpec, build_job_plan
@@ -30,6 +32,7 @@ def submit_capture(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     parent_id: str | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """(job, created). A repeat of an idempotent request returns the first job, unsent."""
     if logo is not None:
@@ -50,7 +53,12 @@ def submit_capture(
             request_hash=request_hash,
         )
         if created:
-            add_event(session, job, "job_queued", {"stages": [i.id for i in plan.invocations]})
+            add_event(
+                session,
+                job,
+                "job_queued",
+                {"stages": [i.id for i in plan.invocations], **(audit or {})},
+            )
     if created:
         result = job_canvas(job.id, plan).apply_async()
         # The API never waits on task results: stop listening for this one now rather than

@@ -124,6 +124,7 @@ def finish_job(job_id: str) -> dict[str, Any]:
         lineage["job"] = job_id
         record_outputs(session, job, lineage["outputs"])
         lineage_digest = ctx.store.put(canonical_json(lineage))
+        job.manifest_digest = lineage_digest
         job.verdict = lineage["verdict"]
         job.status = lineage["verdict"] or "approved"
         add_event(session, job, "job_finished", {"verdict": job.verdict, "lineage": lineage_digest})

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from benchmarks.datasets import datasets_dir
 from benchmarks.studio_captures import load_rgba, studio_capture
@@ -49,3 +55,88 @@ def small_capture() -> bytes:
     if not path.exists():
         return EXAMPLE_CAPTURE.read_bytes()
     return studio_capture(load_rgba(str(path)), size=640, backdrop="light_grey", seed=3).jpeg
+
+
+# -- a real broker and real worker processes (Celery on the loopback Redis) ------------------
+@pytest.fixture(scope="session")
+def broker_db() -> Iterator[int]:
+    """One Redis database for the whole test session: Celery keeps its producer pool once it
+    has sent, so the broker URL must not change between tests in this process."""
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
+    db = random.randint(2, 15)  # keep away from other runs' queues
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client.flushdb()
+    saved = {k: os.environ.get(k) for k in ("SKUFORGE_BROKER_URL", "SKUFORGE_RESULT_BACKEND")}
+    os.environ["SKUFORGE_BROKER_URL"] = os.environ["SKUFORGE_RESULT_BACKEND"] = (
+        f"redis://127.0.0.1:6379/{db}"
+    )
+    from pipeline.settings import get_settings
+
+    get_settings.cache_clear()
+    import tasks.app
+
+    tasks.app.configure(tasks.app.app)
+    yield db
+    client.flushdb()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def cluster(
+    broker_db: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """Environment for one test's workers and API: its own store and SQLite database."""
+    env = {
+        "SKUFORGE_BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
+        "SKUFORGE_RESULT_BACKEND": f"redis://127.0.0.1:6379/{broker_db}",
+        "SKUFORGE_STORE__ROOT": str(tmp_path / "store"),
+        "SKUFORGE_DATABASE__URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "SKUFORGE_STAGE_TIME_LIMIT_S": "12",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    from storage.migrate import upgrade
+
+    upgrade(env["SKUFORGE_DATABASE__URL"])
+    yield env
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app:app",
+            "worker",
+            "--pool=solo",
+            "-Q",
+            "default,cpu,gpu",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -8,17 +8,10 @@ anything.
 
 from __future__ import annotations
 
-import os
-import random
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from pipeline.jobspec import JobSpec
@@ -27,95 +20,11 @@ from service.local_jobs import run_local_job
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory, transaction
 from storage.jobs import create_tenant
-from storage.migrate import upgrade
 from storage.models import Asset, Job, StageRun
-from tests.conftest import EXAMPLE_CAPTURE
+from tests.conftest import EXAMPLE_CAPTURE, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 FINAL = {"approved", "needs_review", "rejected", "failed", "cancelled"}
-
-
-@pytest.fixture(scope="module")
-def broker_db() -> Iterator[int]:
-    """One Redis database for the module: Celery keeps its producer pool once it has sent,
-    so the broker URL must not change between tests in this process."""
-    try:
-        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
-    db = random.randint(2, 15)  # keep away from other runs' queues
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-    client.flushdb()
-    saved = {k: os.environ.get(k) for k in ("SKUFORGE_BROKER_URL", "SKUFORGE_RESULT_BACKEND")}
-    os.environ["SKUFORGE_BROKER_URL"] = os.environ["SKUFORGE_RESULT_BACKEND"] = (
-        f"redis://127.0.0.1:6379/{db}"
-    )
-    from pipeline.settings import get_settings
-
-    get_settings.cache_clear()
-    import tasks.app
-
-    tasks.app.configure(tasks.app.app)
-    yield db
-    client.flushdb()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture
-def cluster(
-    broker_db: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    env = {
-        "SKUFORGE_BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
-        "SKUFORGE_RESULT_BACKEND": f"redis://127.0.0.1:6379/{broker_db}",
-        "SKUFORGE_STORE__ROOT": str(tmp_path / "store"),
-        "SKUFORGE_DATABASE__URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "SKUFORGE_STAGE_TIME_LIMIT_S": "12",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    from pipeline.settings import get_settings
-
-    get_settings.cache_clear()
-    upgrade(env["SKUFORGE_DATABASE__URL"])
-    yield env
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app:app",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            "default,cpu,gpu",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        env={**os.environ, **env},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def submit(env: dict[str, str]):  # type: ignore[no-untyped-def]

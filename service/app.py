@@ -1,0 +1,66 @@
+"""The HTTP API: ``create_app()`` builds the FastAPI application (``skuforge serve`` runs it).
+
+Everything is under ``/v1`` and scoped to the API key's tenant; errors are problem+json
+(``service.problems``); request bodies are capped before they are read
+(``service.body_limit``) and multipart uploads are spooled to disk by Starlette. This
+process sends Celery messages but never runs stages, so it never imports torch/diffusers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from pipeline.settings import Settings, get_settings
+from pipeline.version import __version__
+from service.body_limit import BodySizeLimit
+from service.deps import ApiContext
+from service.metrics import JobStoreCollector, RequestMetrics
+from service.problems import install_problem_handlers
+from service.routes import assets, captures, catalogue, health, jobs
+from storage import LocalArtifactStore
+from storage.database import make_engine, session_factory
+
+DESCRIPTION = """One product photo in, a governed e-commerce asset set out.
+
+Authenticate with `Authorization: Bearer <API key>` (`skuforge keys create`). Errors are
+RFC 9457 problem documents whose `code` is stable."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings.database.url)
+    context = ApiContext(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        store=LocalArtifactStore(settings.store.root),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="skuforge",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.context = context
+    registry = CollectorRegistry()
+    registry.register(JobStoreCollector(context))
+    app.state.registry = registry
+    app.middleware("http")(RequestMetrics(registry).middleware)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_upload_bytes)
+    install_problem_handlers(app)
+    for module in (captures, jobs, assets, catalogue, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,257 @@
+"""``POST /v1/captures``: a photo in (multipart upload or ``image_url``), a queued job out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from brand_rules import BrandRules
+from pipeline.errors import InvalidParameterError, InvalidSkuError
+from pipeline.jobspec import JobSpec
+from pipeline.stage import canonical_json
+from pipeline.stages.ingest import sniff_format
+from service.deps import ApiContext, ContextDep, TenantDep
+from service.fetch import fetch_capture
+from service.job_views import job_public, job_url
+from service.problems import ProblemError
+from service.schemas import CaptureJson, JobPublic
+from service.submission import submit_capture
+from sku_templates import Sku
+from storage.brands import latest_brand_rules
+from storage.jobs import get_job
+from storage.models import Tenant
+
+router = APIRouter(prefix="/v1", tags=["captures"])
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="same key + same body: the same job; same key + other body: 422",
+    ),
+]
+_MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the product photo"},
+        "sku": {"type": "string", "description": "the SKU as a JSON object"},
+        "template": {"type": "string", "maxLength": 48},
+        "overrides": {"type": "string", "description": 'JSON object, e.g. {"packshots.fill": 0.8}'},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "brand": {"type": "string", "maxLength": 120},
+        "logo": {"type": "string", "format": "binary", "description": "brand logo for checks"},
+    },
+}
+_CAPTURE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+            "application/json": {"schema": CaptureJson.model_json_schema()},
+        },
+    }
+}
+_IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+def _json_field(raw: str | None, name: str, code: str) -> Any:
+    if raw is None or raw == "":
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ProblemError(422, code, f"{name} is not valid JSON: {exc}") from exc
+
+
+async def _read_multipart(
+    request: Request,
+) -> tuple[bytes, bytes | None, dict[str, Any]]:
+    form = await request.form(max_files=2, max_fields=16, max_part_size=1024 * 1024)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ProblemError(422, "missing_file", "the multipart body needs a file part named 'file'")
+    declared = (upload.content_type or "").lower()
+    if declared and not declared.startswith(_IMAGE_TYPES):
+        raise ProblemError(
+            415, "unsupported_media_type", f"file part has content type {declared!r}, not image/*"
+        )
+    capture = await upload.read()
+    logo_part = form.get("logo")
+    logo = await logo_part.read() if isinstance(logo_part, UploadFile) else None
+    fields: dict[str, Any] = {}
+    for name in ("sku", "template", "overrides", "seed", "brand"):
+        value = form.get(name)
+        if isinstance(value, UploadFile):
+            value = (await value.read()).decode("utf-8", "replace")
+        fields[name] = value
+    fields["sku"] = _json_field(fields["sku"], "sku", "invalid_sku")
+    fields["overrides"] = _json_field(fields["overrides"], "overrides", "invalid_parameter") or {}
+    seed = fields["seed"]
+    try:
+        fields["seed"] = int(seed) if seed not in (None, "") else 0
+    except ValueError as exc:
+        raise ProblemError(422, "invalid_parameter", "seed must be an integer") from exc
+    if not 0 <= fields["seed"] < 2**31:
+        raise ProblemError(422, "invalid_parameter", "seed must be in [0, 2^31)")
+    return capture, logo, fields
+
+
+def build_spec(
+    context: ApiContext, tenant: Tenant, fields: dict[str, Any]
+) -> tuple[JobSpec, dict[str, Any]]:
+    """The job spec from request fields, with the tenant's stored brand rules applied."""
+    sku: Sku | None = None
+    if fields.get("sku") is not None:
+        if not isinstance(fields["sku"], dict):
+            raise InvalidSkuError("sku must be a JSON object")
+        try:
+            sku = Sku.model_validate(fields["sku"])
+        except ValidationError as exc:
+            raise InvalidSkuError(
+                f"invalid SKU: {exc.error_count()} error(s)",
+                errors=[
+                    {"loc": list(e["loc"]), "msg": e["msg"]}
+                    for e in exc.errors(include_url=False, include_input=False)
+                ],
+            ) from exc
+    overrides = fields.get("overrides") or {}
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise InvalidParameterError("overrides must be a JSON object of stage.param: value")
+    template = fields.get("template") or None
+    if template is not None and not isinstance(template, str):
+        raise InvalidParameterError("template must be a string")
+    brand_name = fields.get("brand") or (sku.brand if sku else None)
+    brand: BrandRules | None = None
+    audit: dict[str, Any] = {}
+    if brand_name:
+        with context.sessions() as session:
+            row = latest_brand_rules(session, tenant.id, str(brand_name))
+        if row is not None:
+            brand = BrandRules.model_validate(row.rules)
+            audit = {"brand": row.brand, "brand_rules_version": row.version}
+        elif fields.get("brand"):
+            raise ProblemError(
+                404, "unknown_brand", f"no rules stored for brand {brand_name!r}; PUT them first"
+            )
+    try:
+        spec = JobSpec(
+            template=template, sku=sku, overrides=overrides, seed=fields["seed"], brand=brand
+        )
+    except ValidationError as exc:
+        raise InvalidParameterError(f"invalid job: {exc.error_count()} error(s)") from exc
+    return spec, audit
+
+
+def submit(
+    context: ApiContext,
+    tenant: Tenant,
+    capture: bytes,
+    logo: bytes | None,
+    fields: dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    parent_id: str | None = None,
+    spec: JobSpec | None = None,
+) -> tuple[JobPublic, bool]:
+    sniff_format(capture)  # typed 4xx for empty / non-image bodies before anything is stored
+    audit: dict[str, Any] = {}
+    if spec is None:
+        spec, audit = build_spec(context, tenant, fields)
+    request_hash = hashlib.sha256(
+        canonical_json(
+            {
+                "capture": hashlib.sha256(capture).hexdigest(),
+                "logo": hashlib.sha256(logo).hexdigest() if logo is not None else None,
+                "spec": spec.model_dump(mode="json"),
+                "parent": parent_id,
+            }
+        )
+    ).hexdigest()
+    job, created = submit_capture(
+        context.sessions,
+        context.store,
+        context.settings,
+        tenant_id=tenant.id,
+        capture=capture,
+        spec=spec,
+        logo=logo,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        parent_id=parent_id,
+        audit=audit,
+    )
+    with context.sessions() as session:
+        fresh = get_job(session, tenant.id, job.id)
+        assert fresh is not None
+        return job_public(session, fresh), created
+
+
+def accepted(response: Response, job: JobPublic, created: bool) -> JobPublic:
+    response.headers["Location"] = job_url(job.id)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job
+
+
+@router.post(
+    "/captures",
+    status_code=202,
+    response_model=JobPublic,
+    openapi_extra=_CAPTURE_BODY,
+    summary="Submit a product photo; returns the queued job",
+    responses={
+        413: {"description": "upload too large"},
+        415: {"description": "not an image, or not multipart/JSON"},
+        422: {"description": "bad SKU, parameters, or Idempotency-Key reuse"},
+    },
+)
+async def post_capture(
+    request: Request,
+    response: Response,
+    tenant: TenantDep,
+    context: ContextDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        capture, logo, fields = await _read_multipart(request)
+    elif content_type.startswith("application/json"):
+        try:
+            body = CaptureJson.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise ProblemError(
+                422,
+                "invalid_request",
+                "the JSON body does not match CaptureJson",
+                errors=[
+                    {"loc": list(e["loc"]), "msg": e["msg"]}
+                    for e in exc.errors(include_url=False, include_input=False)
+                ],
+            ) from exc
+        api = context.settings.api
+        capture = await run_in_threadpool(
+            fetch_capture,
+            body.image_url,
+            max_bytes=api.max_upload_bytes,
+            timeout_s=api.fetch_timeout_s,
+            allow_private=api.allow_private_urls,
+        )
+        logo = None
+        fields = body.model_dump(exclude={"image_url"})
+    else:
+        raise ProblemError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data (file upload) or application/json (image_url)",
+        )
+    job, created = await run_in_threadpool(
+        submit, context, tenant, capture, logo, fields, idempotency_key
+    )
+    return accepted(response, job, created)

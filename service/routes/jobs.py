@@ -1,0 +1,189 @@
+"""Jobs: status, list, Server-Sent Events, lineage manifest, revisions, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from pipeline.jobspec import JobSpec
+from service.deps import ApiContext, ContextDep, SessionDep, TenantDep
+from service.job_views import job_public, job_summary
+from service.problems import ProblemError
+from service.routes.captures import IdempotencyKey, accepted, submit
+from service.schemas import FINAL_STATUSES, JobList, JobPublic, RevisionRequest
+from storage.database import transaction
+from storage.jobs import add_event, events_after, get_job, list_jobs
+from storage.models import Job
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="job id")]
+KEEPALIVE_S = 15.0
+
+
+def _job_or_404(session: Any, tenant_id: str, job_id: str) -> Job:
+    job = get_job(session, tenant_id, job_id)
+    if job is None:
+        raise ProblemError(404, "job_not_found", f"no job {job_id}")
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, summary="A job's status and outputs")
+def read_job(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobPublic:
+    return job_public(session, _job_or_404(session, tenant.id, job_id))
+
+
+@router.get("/jobs", response_model=JobList, summary="The tenant's jobs, newest first")
+def read_jobs(
+    tenant: TenantDep,
+    session: SessionDep,
+    status: Annotated[
+        Literal["queued", "running", "approved", "needs_review", "rejected", "failed", "cancelled"]
+        | None,
+        Query(),
+    ] = None,
+    sku: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobList:
+    rows, next_cursor = list_jobs(
+        session, tenant.id, status=status, sku_id=sku, cursor=cursor, limit=limit
+    )
+    return JobList(items=[job_summary(job) for job in rows], next_cursor=next_cursor)
+
+
+def _events_since(
+    context: ApiContext, tenant_id: str, job_id: str, after: int
+) -> tuple[list[dict[str, Any]], str]:
+    with context.sessions() as session:
+        job = get_job(session, tenant_id, job_id)
+        if job is None:
+            return [], "cancelled"
+        events = [
+            {"seq": e.seq, "type": e.type, "data": e.data, "at": e.created_at.isoformat()}
+            for e in events_after(session, tenant_id, job_id, after)
+        ]
+        return events, job.status
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Stage progress as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "event stream"}},
+)
+def job_events(
+    job_id: JobId,
+    tenant: TenantDep,
+    session: SessionDep,
+    context: ContextDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    after: Annotated[int | None, Query(ge=0, description="resume after this sequence")] = None,
+    follow: Annotated[bool, Query(description="keep the stream open until the job ends")] = True,
+) -> StreamingResponse:
+    _job_or_404(session, tenant.id, job_id)
+    start = after or 0
+    if last_event_id is not None and last_event_id.isdigit():
+        start = max(start, int(last_event_id))
+    tenant_id, poll = tenant.id, context.settings.api.event_poll_s
+
+    async def stream() -> AsyncIterator[str]:
+        seq, quiet_since = start, time.monotonic()
+        yield f"retry: {int(poll * 2000)}\n\n"
+        while True:
+            events, status = await run_in_threadpool(_events_since, context, tenant_id, job_id, seq)
+            for event in events:
+                seq = event["seq"]
+                yield f"id: {seq}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+            # status and events come from one read: a final status means its event was read
+            if not follow or status in FINAL_STATUSES:
+                return
+            if events:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(poll)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/manifest",
+    summary="The job's lineage manifest",
+    responses={200: {"content": {"application/json": {}}}, 409: {"description": "not finished"}},
+)
+def job_manifest(
+    job_id: JobId, tenant: TenantDep, session: SessionDep, context: ContextDep
+) -> Response:
+    job = _job_or_404(session, tenant.id, job_id)
+    if job.manifest_digest is None:
+        raise ProblemError(
+            409, "job_not_finished", f"job {job_id} is {job.status}: no manifest yet"
+        )
+    return Response(
+        context.store.get(job.manifest_digest),
+        media_type="application/json",
+        headers={"ETag": f'"{job.manifest_digest}"'},
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/revisions",
+    status_code=202,
+    response_model=JobPublic,
+    summary="A new job from this one with changed parameters; unchanged stages are reused",
+)
+def create_revision(
+    job_id: JobId,
+    body: RevisionRequest,
+    response: Response,
+    tenant: TenantDep,
+    session: SessionDep,
+    context: ContextDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    parent = _job_or_404(session, tenant.id, job_id)
+    if parent.capture_digest is None:
+        raise ProblemError(409, "no_capture", "the job has no stored capture")
+    spec = JobSpec.model_validate(parent.params)
+    spec = spec.model_copy(
+        update={
+            "overrides": {**spec.overrides, **body.overrides},
+            "seed": spec.seed if body.seed is None else body.seed,
+        }
+    )
+    capture = context.store.get(parent.capture_digest)
+    job, created = submit(
+        context, tenant, capture, None, {}, idempotency_key, parent_id=parent.id, spec=spec
+    )
+    return accepted(response, job, created)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Cancel a job that has not finished",
+    responses={409: {"description": "the job already finished"}},
+)
+def cancel_job(job_id: JobId, tenant: TenantDep, context: ContextDep) -> JobPublic:
+    with transaction(context.sessions) as session:
+        job = _job_or_404(session, tenant.id, job_id)
+        if job.status in FINAL_STATUSES:
+            raise ProblemError(409, "job_finished", f"job {job_id} is already {job.status}")
+        # Workers check the status before each stage, so nothing new starts after this.
+        job.status = "cancelled"
+        add_event(session, job, "job_cancelled", {})
+    with context.sessions() as session:
+        return job_public(session, _job_or_404(session, tenant.id, job_id))
