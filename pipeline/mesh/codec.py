@@ -39,9 +39,7 @@ def encode_mesh(mesh: TexturedMesh, meta: dict[str, Any] | None = None) -> bytes
         array = np.ascontiguousarray(getattr(mesh, name), dtype=dtype).reshape(-1, width)
         counts[name] = int(array.shape[0])
         body.append(array.tobytes())
-    header = canonical_json(
-        {"counts": counts, "texture_bytes": texture.tell(), "meta": meta or {}}
-    )
+    header = canonical_json({"counts": counts, "texture_bytes": texture.tell(), "meta": meta or {}})
     return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *body, texture.getvalue()])
 
 
