@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_beat(args: argparse.Namespace) -> int:
     from tasks.app import app
 
-    app.start(["beat", f"--loglevel={args.loglevel}"])
+    app.start(["beat", f"--loglevel={args.loglevel}", f"--schedule={args.schedule}"])
     return 0
 
 
@@ -342,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     beat = sub.add_parser("beat", help="run the scheduler (the stuck-job reconciler)")
     beat.add_argument("--loglevel", default="INFO")
+    beat.add_argument(
+        "--schedule",
+        default=str(Path(tempfile.gettempdir()) / "skuforge-beat-schedule"),
+        help="beat's state file (must be writable; the image's /app is not)",
+    )
     beat.set_defaults(handler=cmd_beat)
 
     templates = sub.add_parser("templates", help="list the SKU templates")
