@@ -48,13 +48,18 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 
 
 def current_tenant(
-    session: SessionDep,
+    context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
+    """The key's tenant, detached: its own short session, so a request never holds two
+    pooled connections at once (the route's session comes separately, if it needs one)."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise ProblemError(401, "unauthorized", "missing API key", headers=challenge)
-    tenant = authenticate(session, credentials.credentials)
+    with context.sessions() as session:
+        tenant = authenticate(session, credentials.credentials)
+        if tenant is not None:
+            session.expunge(tenant)
     if tenant is None:
         raise ProblemError(401, "unauthorized", "unknown or revoked API key", headers=challenge)
     return tenant

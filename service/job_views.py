@@ -13,7 +13,7 @@ from service.schemas import (
     Progress,
     StagePublic,
 )
-from storage.models import Event, Job
+from storage.models import Asset, Event, Job, StageRun
 
 
 def planned_stages(session: Session, job: Job) -> list[str]:
@@ -32,8 +32,19 @@ def job_url(job_id: str) -> str:
 
 
 def job_public(session: Session, job: Job) -> JobPublic:
-    runs = {run.invocation_id: run for run in job.stage_runs}
-    order = planned_stages(session, job) or sorted(runs)
+    return _job_public(job, planned_stages(session, job), job.stage_runs, job.assets)
+
+
+def new_job_public(job: Job, planned: list[str]) -> JobPublic:
+    """A job just created: no stage has run and no asset exists yet."""
+    return _job_public(job, planned, [], [])
+
+
+def _job_public(
+    job: Job, planned: list[str], stage_runs: list[StageRun], assets: list[Asset]
+) -> JobPublic:
+    runs = {run.invocation_id: run for run in stage_runs}
+    order = planned or sorted(runs)
     stages: list[StagePublic] = []
     for invocation_id in order + sorted(set(runs) - set(order)):
         run = runs.get(invocation_id)
@@ -84,7 +95,7 @@ def job_public(session: Session, job: Job) -> JobPublic:
             verdict=a.verdict,
             url=f"/v1/assets/{a.digest}",
         )
-        for a in sorted(job.assets, key=lambda a: a.file)
+        for a in sorted(assets, key=lambda a: a.file)
     ]
     base = job_url(job.id)
     return JobPublic(

@@ -2,22 +2,29 @@
 
 The plan is built before anything is written, so a bad template, override or brand is a
 typed error and leaves no job behind. The capture (and the brand logo) are stored as blobs
-first; the job row is committed before the canvas is sent, so a worker always finds it.
+first; the job row is committed before ``start_job`` is sent, so a worker always finds it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.jobspec import JobSpec, build_job_plan
+from pipeline.plan import Plan
 from pipeline.settings import Settings
 from storage import LocalArtifactStore
 from storage.database import transaction
 from storage.jobs import add_event, create_job
 from storage.models import Job
-from tasks.canvas import job_canvas
+from tasks.app import app as celery_app
+
+
+class Submission(NamedTuple):
+    job: Job
+    created: bool
+    plan: Plan
 
 
 def submit_capture(
@@ -33,8 +40,9 @@ def submit_capture(
     request_hash: str | None = None,
     parent_id: str | None = None,
     audit: dict[str, Any] | None = None,
-) -> tuple[Job, bool]:
-    """(job, created). A repeat of an idempotent request returns the first job, unsent."""
+) -> Submission:
+    """The job, whether it is new, and its plan. A repeat of an idempotent request returns
+    the first job, unsent."""
     if logo is not None:
         spec = spec.model_copy(update={"extras": {**spec.extras, "logo": store.put(logo)}})
     plan = build_job_plan(spec, settings)
@@ -60,10 +68,9 @@ def submit_capture(
                 {"stages": [i.id for i in plan.invocations], **(audit or {})},
             )
     if created:
-        result = job_canvas(job.id, plan).apply_async()
-        # The API never waits on task results: stop listening for this one now rather than
-        # when the object is garbage-collected (possibly at interpreter shutdown).
-        remove_pending = getattr(result.backend, "remove_pending_result", None)
-        if remove_pending is not None:
-            remove_pending(result)
-    return job, created
+        # One small message; a worker turns the plan into the canvas (tasks.canvas.start_job).
+        # ignore_result: the API never waits on it, so no result listener is set up.
+        celery_app.send_task(
+            "skuforge.start_job", args=[job.id], queue="default", ignore_result=True
+        )
+    return Submission(job, created, plan)

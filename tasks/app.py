@@ -17,7 +17,7 @@ from pipeline.settings import get_settings
 
 QUEUES = ("default", "cpu", "gpu", "bulk")
 
-app = Celery("skuforge", include=["tasks.stages", "tasks.reconcile"])
+app = Celery("skuforge", include=["tasks.stages", "tasks.canvas", "tasks.reconcile"])
 
 
 def configure(celery: Celery) -> None:

@@ -34,7 +34,7 @@ def submit(env: dict[str, str]):  # type: ignore[no-untyped-def]
     sessions = session_factory(make_engine(env["SKUFORGE_DATABASE__URL"]))
     with transaction(sessions) as session:
         tenant = create_tenant(session, "acme")
-    job, created = submit_capture(
+    job, created, _ = submit_capture(
         sessions,
         LocalArtifactStore(settings.store.root),
         settings,

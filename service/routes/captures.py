@@ -18,7 +18,7 @@ from pipeline.stage import canonical_json
 from pipeline.stages.ingest import sniff_format
 from service.deps import ApiContext, ContextDep, TenantDep
 from service.fetch import fetch_capture
-from service.job_views import job_public, job_url
+from service.job_views import job_public, job_url, new_job_public
 from service.problems import ProblemError
 from service.schemas import CaptureJson, JobPublic
 from service.submission import submit_capture
@@ -174,7 +174,7 @@ def submit(
             }
         )
     ).hexdigest()
-    job, created = submit_capture(
+    job, created, plan = submit_capture(
         context.sessions,
         context.store,
         context.settings,
@@ -187,10 +187,12 @@ def submit(
         parent_id=parent_id,
         audit=audit,
     )
+    if created:  # nothing has run yet: answer from memory, no second round trip
+        return new_job_public(job, [i.id for i in plan.invocations]), True
     with context.sessions() as session:
-        fresh = get_job(session, tenant.id, job.id)
-        assert fresh is not None
-        return job_public(session, fresh), created
+        current = get_job(session, tenant.id, job.id)
+        assert current is not None
+        return job_public(session, current), False
 
 
 def accepted(response: Response, job: JobPublic, created: bool) -> JobPublic:

@@ -72,7 +72,6 @@ def write_brand_rules(
         raise ProblemError(
             422, "brand_mismatch", f"body is for brand {rules.brand!r}, URL says {brand!r}"
         )
-    # the session already began with the API-key lookup; this commits that transaction
     row = save_brand_rules(session, tenant.id, brand, rules.model_dump(mode="json"))
     session.commit()
     return _public(row)

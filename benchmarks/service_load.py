@@ -1,0 +1,395 @@
+"""The service under load, on loopback: enqueue latency and throughput, full-job throughput
+with 1 and 2 CPU workers, the queue's overhead per job, and process memory.
+
+    python -m benchmarks.service_load [--clients 1,8,32] [--requests 400] [--jobs 8]
+                                      [--database sqlite|postgres]
+
+Enqueue: ``POST /v1/captures`` with a ~500 KB JPEG from N concurrent clients (one asyncio
+httpx load generator on the same machine), against the real API and, in the same run,
+against a bare endpoint that only streams the upload to disk and sends one Celery message
+(``benchmarks/enqueue_floor_app.py``): the floor. Both are served by one uvicorn process.
+
+Jobs: N jobs submitted at once, run by 1 and then 2 ``skuforge worker`` processes (solo
+pool); throughput is jobs per minute from the first submit to the last verdict. Overhead:
+one job alone on 2 workers vs the in-process CLI (2 threads) on the same capture.
+RSS: VmHWM (peak) of the API and a worker process from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+FINAL = {"approved", "needs_review", "rejected", "failed", "cancelled"}
+
+
+def capture_jpeg(target_bytes: int = 500_000) -> bytes:
+    """The example capture, re-encoded to about ``target_bytes`` (a typical phone upload)."""
+    image = Image.open(ROOT / "examples" / "capture.jpg").convert("RGB")
+    best = b""
+    for quality in range(95, 40, -5):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        best = buffer.getvalue()
+        if len(best) <= target_bytes:
+            break
+    return best
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def database_url(kind: str, workdir: Path) -> tuple[str, Any]:
+    if kind == "sqlite":
+        return f"sqlite:///{workdir / 'jobs.db'}", None
+    admin = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"skuforge_bench_{random.randrange(1 << 30)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
+
+
+def make_key(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "keys", "create", "--tenant", "bench"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return out.stdout.strip()
+
+
+async def load(
+    url: str, body: bytes, clients: int, requests: int, headers: dict[str, str], multipart: bool
+) -> tuple[float, list[float], int]:
+    """(seconds, latencies, errors) for ``requests`` POSTs from ``clients`` concurrent loops."""
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def one_client() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                if multipart:
+                    response = await client.post(
+                        url,
+                        headers=headers,
+                        files={"file": ("capture.jpg", body, "image/jpeg")},
+                        data={"template": "default"},
+                    )
+                else:
+                    response = await client.post(url, headers=headers, content=body)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 202:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        return time.perf_counter() - started, latencies, errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) * 1000
+
+
+def bench_enqueue(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> list[list[str]]:
+    body = capture_jpeg()
+    key = make_key(env)
+    rows: list[list[str]] = []
+    api_port, floor_port = free_port(), free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+    floor_env = {
+        **env,
+        "FLOOR_SPOOL": str(workdir / "floor"),
+        "FLOOR_BROKER_URL": env["SKUFORGE_BROKER_URL"],
+    }
+    (workdir / "floor").mkdir()
+    with (
+        process(
+            [*uvicorn, "--factory", "service.app:create_app", "--port", str(api_port)],
+            env,
+            workdir / "api.log",
+        ) as api,
+        process(
+            [*uvicorn, "benchmarks.enqueue_floor_app:app", "--port", str(floor_port)],
+            floor_env,
+            workdir / "floor.log",
+        ),
+    ):
+        wait_http(f"http://127.0.0.1:{api_port}/healthz")
+        wait_http(f"http://127.0.0.1:{floor_port}/docs")
+        idle_rss = peak_rss_mb(api.pid)
+        auth = {"Authorization": f"Bearer {key}"}
+        # warm both (imports, connection pools, first plan build)
+        asyncio.run(load(f"http://127.0.0.1:{api_port}/v1/captures", body, 1, 20, auth, True))
+        asyncio.run(load(f"http://127.0.0.1:{floor_port}/floor", body, 1, 20, {}, False))
+        for clients in args.clients:
+            measured = {}
+            for name, url, multipart, headers in (
+                ("floor", f"http://127.0.0.1:{floor_port}/floor", False, {}),
+                ("api", f"http://127.0.0.1:{api_port}/v1/captures", True, auth),
+            ):
+                seconds, latencies, errors = asyncio.run(
+                    load(url, body, clients, args.requests, headers, multipart)
+                )
+                measured[name] = len(latencies) / seconds
+                rows.append(
+                    [
+                        name,
+                        str(clients),
+                        f"{len(latencies) / seconds:.0f}",
+                        f"{percentile(latencies, 50):.1f}",
+                        f"{percentile(latencies, 99):.1f}",
+                        str(errors),
+                        f"{measured[name] / measured['floor']:.0%}" if name == "api" else "",
+                    ]
+                )
+        rows.append(
+            [
+                "api RSS (MB)",
+                "",
+                f"idle {idle_rss:.0f}",
+                "",
+                "",
+                "",
+                f"peak {peak_rss_mb(api.pid):.0f}",
+            ]
+        )
+    return rows
+
+
+def submit_jobs(env: dict[str, str], count: int, capture: bytes) -> tuple[list[str], Any]:
+    os.environ.update(env)
+    from pipeline.jobspec import JobSpec
+    from pipeline.settings import Settings, get_settings
+    from service.submission import submit_capture
+    from storage import LocalArtifactStore
+    from storage.database import make_engine, session_factory, transaction
+    from storage.jobs import create_tenant
+
+    get_settings.cache_clear()
+    import tasks.app
+
+    tasks.app.configure(tasks.app.app)
+    settings = Settings()
+    sessions = session_factory(make_engine(settings.database.url))
+    with transaction(sessions) as session:
+        tenant = create_tenant(session, f"jobs-{random.randrange(1 << 30)}")
+    ids = []
+    for seed in range(count):
+        job, _, _ = submit_capture(
+            sessions,
+            LocalArtifactStore(settings.store.root),
+            settings,
+            tenant_id=tenant.id,
+            capture=capture,
+            spec=JobSpec(template="default", seed=seed),
+        )
+        ids.append(job.id)
+    return ids, sessions
+
+
+def wait_jobs(sessions: Any, ids: list[str], timeout: float = 1800) -> float:
+    from storage.models import Job
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            statuses = [session.get(Job, job_id).status for job_id in ids]
+        if all(s in FINAL for s in statuses):
+            bad = [s for s in statuses if s not in {"approved", "needs_review"}]
+            if bad:
+                raise RuntimeError(f"jobs ended {bad}")
+            return time.monotonic()
+        time.sleep(0.05)
+    raise RuntimeError("jobs did not finish")
+
+
+def bench_jobs(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> list[list[str]]:
+    from pipeline.settings import Settings
+    from service.local_jobs import run_local_job
+    from storage import LocalArtifactStore
+
+    capture = capture_jpeg(10**9)  # the full-quality example capture
+    rows: list[list[str]] = []
+    worker = [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,default,gpu"]
+    # CLI reference: same capture, 2 threads, fresh store each time
+    cli_times = []
+    for repeat in range(3):
+        store = LocalArtifactStore(workdir / f"cli-{repeat}")
+        started = time.monotonic()
+        run_local_job(
+            capture, settings=Settings(local_threads=2), template_name="default", store=store
+        )
+        cli_times.append(time.monotonic() - started)
+    cli = statistics.median(cli_times[1:])
+    throughput: dict[int, float] = {}
+    worker_rss = 0.0
+    for workers in (1, 2):
+        run_env = {**env, "SKUFORGE_STORE__ROOT": str(workdir / f"store-{workers}")}
+        logs = [workdir / f"worker-{workers}-{i}.log" for i in range(workers)]
+        procs = [process(worker, run_env, log) for log in logs]
+        started_procs = [p.__enter__() for p in procs]
+        try:
+            time.sleep(6)  # let the workers import and connect
+            # one job alone first (the overhead figure), then a batch
+            ids, sessions = submit_jobs(run_env, 1, capture)
+            begin = time.monotonic()
+            single = wait_jobs(sessions, ids) - begin
+            ids, sessions = submit_jobs(run_env, args.jobs, capture)
+            begin = time.monotonic()
+            end = wait_jobs(sessions, ids)
+            throughput[workers] = args.jobs / (end - begin) * 60
+            worker_rss = max(worker_rss, *(peak_rss_mb(p.pid) for p in started_procs))
+        finally:
+            for p in procs:
+                p.__exit__(None, None, None)
+        rows.append(
+            [
+                f"{workers} worker{'s' if workers > 1 else ''}",
+                f"{throughput[workers]:.1f}",
+                f"{single:.2f}",
+                f"{cli:.2f}",
+                f"{(single - cli) / cli:+.0%}",
+            ]
+        )
+    rows.append(["2 vs 1 worker", f"x{throughput[2] / throughput[1]:.2f}", "", "", ""])
+    rows.append(["worker peak RSS (MB)", f"{worker_rss:.0f}", "", "", ""])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--skip-jobs", action="store_true")
+    args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="skuforge-load-"))
+    db = random.randint(2, 15)
+    redis.Redis(db=db).flushdb()
+    url, drop = database_url(args.database, workdir)
+    env = {
+        "SKUFORGE_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
+        "SKUFORGE_RESULT_BACKEND": f"redis://127.0.0.1:6379/{db}",
+        "SKUFORGE_STORE__ROOT": str(workdir / "store"),
+        "SKUFORGE_DATABASE__URL": url,
+    }
+    subprocess.run(
+        [sys.executable, "-m", "service.cli", "db", "upgrade"],
+        env={**os.environ, **env},
+        check=True,
+        cwd=ROOT,
+    )
+    console = Console()
+    try:
+        table = Table(title=f"enqueue: POST a ~500 KB capture ({args.database}, loopback)")
+        for column in ("endpoint", "clients", "req/s", "p50 ms", "p99 ms", "errors", "vs floor"):
+            table.add_column(column)
+        for row in bench_enqueue(args, env, workdir):
+            table.add_row(*row)
+        console.print(table)
+        redis.Redis(db=db).flushdb()
+        if not args.skip_jobs:
+            table = Table(title=f"full jobs (default template, {args.jobs} at once)")
+            for column in (
+                "workers",
+                "jobs/min",
+                "1 job alone (s)",
+                "CLI in-process (s)",
+                "overhead",
+            ):
+                table.add_column(column)
+            for row in bench_jobs(args, env, workdir):
+                table.add_row(*row)
+            console.print(table)
+    except Exception:
+        for log in sorted(workdir.glob("*.log")):
+            console.print(f"[bold]{log.name}[/]\n" + log.read_text()[-3000:])
+        raise
+    finally:
+        redis.Redis(db=db).flushdb()
+        if drop is not None:
+            drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
