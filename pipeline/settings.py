@@ -66,6 +66,9 @@ class ApiSettings(BaseModel):
         description="let image_url reach loopback/private addresses (tests, on-prem fetchers)",
     )
     fetch_timeout_s: float = Field(default=15.0, gt=0)
+    key_cache_s: float = Field(
+        default=30.0, ge=0, description="how long a verified API key is trusted without the DB"
+    )
     event_poll_s: float = Field(default=0.5, gt=0, description="SSE: how often new events are read")
 
 

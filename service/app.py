@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from pipeline.settings import Settings, get_settings
 from pipeline.version import __version__
 from service.body_limit import BodySizeLimit
-from service.deps import ApiContext
-from service.metrics import JobStoreCollector, RequestMetrics
+from service.deps import ApiContext, KeyCache
+from service.metrics import JobStoreCollector, RequestMetrics, RequestMetricsMiddleware
 from service.problems import install_problem_handlers
 from service.routes import assets, captures, catalogue, health, jobs
 from storage import LocalArtifactStore
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine=engine,
         sessions=session_factory(engine),
         store=LocalArtifactStore(settings.store.root),
+        keys=KeyCache(settings.api.key_cache_s),
     )
 
     @asynccontextmanager
@@ -58,8 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(JobStoreCollector(context))
     app.state.registry = registry
-    app.middleware("http")(RequestMetrics(registry).middleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_upload_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=RequestMetrics(registry))
     install_problem_handlers(app)
     for module in (captures, jobs, assets, catalogue, health):
         app.include_router(module.router)

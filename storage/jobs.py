@@ -101,14 +101,16 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
+    if idempotency_key is None:  # nothing to race on: no savepoint round trips
+        session.add(job)
+        session.flush()
+        return job, True
     try:
         with session.begin_nested():
             session.add(job)
             session.flush()
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its job.
-        if idempotency_key is None:
-            raise
         return create_job(
             session,
             tenant_id=tenant_id,
