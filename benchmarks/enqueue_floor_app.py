@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from pathlib import Path
 
 from celery import Celery
 from fastapi import FastAPI, Request
@@ -19,7 +20,7 @@ app = FastAPI()
 
 @app.post("/floor")
 async def floor(request: Request) -> JSONResponse:
-    name = os.path.join(SPOOL, uuid.uuid4().hex)
+    name = str(Path(SPOOL) / uuid.uuid4().hex)
     with open(name, "wb") as out:
         async for chunk in request.stream():
             out.write(chunk)
