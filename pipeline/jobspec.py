@@ -27,6 +27,7 @@ class JobSpec(BaseModel):
     seed: int = 0
     brand: BrandRules | None = None
     extras: dict[str, str] = Field(default_factory=dict, description="job inputs by name -> digest")
+    three_d: bool = Field(default=True, description="make the template's 3D outputs, if any")
 
     @property
     def template_name(self) -> str:
@@ -47,4 +48,5 @@ def build_job_plan(spec: JobSpec, settings: Settings) -> Plan:
         brand=spec.brand,
         sku=spec.sku,
         has_logo="logo" in spec.extras,
+        include_3d=spec.three_d,
     )

@@ -20,6 +20,11 @@ EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/webp": ".webp",
     "application/json": ".json",
+    "model/gltf-binary": ".glb",
+    "model/vnd.usdz+zip": ".usdz",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "application/zip": ".zip",
 }
 
 

@@ -25,7 +25,16 @@ from pipeline.errors import InvalidParameterError
 from pipeline.registry import get_stage
 from pipeline.stage import canonical_json
 from pipeline.stages.validate import ValidateParams
-from sku_templates.schema import CutoutParams, IngestParams, PackshotParams, Sku, Template
+from sku_templates.schema import (
+    CutoutParams,
+    IngestParams,
+    PackshotParams,
+    ShapeParams,
+    Sku,
+    Template,
+    ThreeD,
+    ViewsParams,
+)
 
 CAPTURE = "capture"
 EXTRA = "extra"  # job inputs besides the capture (the brand logo), by output name
@@ -149,12 +158,16 @@ def _apply(model: BaseModel, changes: Mapping[str, Any], label: str) -> BaseMode
         raise InvalidParameterError(f"invalid value for {label}: {problems}") from exc
 
 
+THREE_D_STAGES = ("shape", "export3d", "views", "turntable")
+
+
 def _split_overrides(
     overrides: Mapping[str, Any], slots: list[str]
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     ingest: dict[str, Any] = {}
     cutout: dict[str, Any] = {}
     packshots: dict[str, dict[str, Any]] = {"*": {}}
+    three_d: dict[str, dict[str, Any]] = {stage: {} for stage in THREE_D_STAGES}
     for key, value in overrides.items():
         parts = key.split(".")
         stage = parts[0]
@@ -162,6 +175,8 @@ def _split_overrides(
             ingest[parts[1]] = value
         elif stage == "cutout" and len(parts) == 2:
             cutout[parts[1]] = value
+        elif stage in THREE_D_STAGES and len(parts) == 2:
+            three_d[stage][parts[1]] = value
         elif stage == "packshots" and len(parts) == 2:
             packshots["*"][parts[1]] = value
         elif stage == "packshots" and len(parts) == 3:
@@ -173,10 +188,11 @@ def _split_overrides(
         else:
             raise InvalidParameterError(
                 f"cannot apply override {key!r}: use ingest.<param>, cutout.<param>, "
-                "packshots.<param> or packshots.<slot>.<param>",
+                "packshots.<param>, packshots.<slot>.<param>, or shape|export3d|views|"
+                "turntable.<param>",
                 override=key,
             )
-    return ingest, cutout, packshots
+    return ingest, cutout, packshots, three_d
 
 
 BackendResolver = Callable[[str], tuple[str, str | None]]
@@ -191,6 +207,7 @@ def build_plan(
     brand: BrandRules | None = None,
     sku: Sku | None = None,
     has_logo: bool = False,
+    include_3d: bool = True,
 ) -> Plan:
     """The job's invocations in dependency order.
 
@@ -202,7 +219,9 @@ def build_plan(
     """
     overrides = dict(overrides or {})
     slots = [slot.name for slot in template.packshots]
-    ingest_changes, cutout_changes, packshot_changes = _split_overrides(overrides, slots)
+    ingest_changes, cutout_changes, packshot_changes, three_d_changes = _split_overrides(
+        overrides, slots
+    )
     ingest_params = _apply(IngestParams(), ingest_changes, "ingest")
     cutout_params = _apply(template.cutout, cutout_changes, "cutout")
     assert isinstance(cutout_params, CutoutParams)
@@ -278,6 +297,80 @@ def build_plan(
                 },
             )
         )
+    wants_3d = any(three_d_changes.values())
+    if template.three_d is not None and include_3d:
+        invocations += _three_d_invocations(template.three_d, three_d_changes, sku, seed)
+    elif wants_3d:
+        reason = "3D is off for this job" if template.three_d else "it makes no 3D"
+        raise InvalidParameterError(
+            f"template {template.name!r} cannot take 3D overrides: {reason}",
+            overrides=sorted(k for k in overrides if k.split(".")[0] in THREE_D_STAGES),
+        )
     return Plan(
         template=template.name, seed=seed, overrides=overrides, invocations=tuple(invocations)
     )
+
+
+def _three_d_invocations(
+    spec: ThreeD, changes: Mapping[str, dict[str, Any]], sku: Sku | None, seed: int
+) -> list[Invocation]:
+    """shape (from the cutout) -> export3d, views, turntable (from the mesh)."""
+    shape_base = spec.shape
+    dims = sku.dimensions if sku else None
+    if dims is not None:  # the SKU's real size, unless the template or an override says so
+        shape_base = shape_base.model_copy(
+            update={
+                name: getattr(shape_base, name) or getattr(dims, name)
+                for name in ("width_mm", "height_mm", "depth_mm")
+            }
+        )
+    shape = _apply(shape_base, changes["shape"], "shape")
+    assert isinstance(shape, ShapeParams)
+    views = _apply(spec.views, changes["views"], "views")
+    assert isinstance(views, ViewsParams)
+    mesh = {"mesh": InputRef("shape", "mesh")}
+    return [
+        Invocation(
+            id="shape",
+            stage="shape",
+            backend=shape.backend,
+            params=shape,
+            inputs={
+                "cutout": InputRef("cutout", "cutout"),
+                "cutout_info": InputRef("cutout", "info"),
+            },
+            seed=seed,
+        ),
+        Invocation(
+            id="export3d",
+            stage="export3d",
+            backend="gltf+usd",
+            params=_apply(spec.export3d, changes["export3d"], "export3d"),
+            inputs=mesh,
+            seed=seed,
+            exports={"glb": "model/model", "usdz": "model/model", "poster": "model/poster"},
+        ),
+        Invocation(
+            id="views",
+            stage="views",
+            backend="moderngl",
+            params=views,
+            inputs=mesh,
+            seed=seed,
+            exports={f"view_{i:02d}": f"views/view_{i:02d}" for i in range(views.count)},
+        ),
+        Invocation(
+            id="turntable",
+            stage="turntable",
+            backend="moderngl+pyav",
+            params=_apply(spec.turntable, changes["turntable"], "turntable"),
+            inputs=mesh,
+            seed=seed,
+            exports={
+                "mp4": "turntable/turntable",
+                "webm": "turntable/turntable",
+                "spin": "turntable/spin",
+                "poster": "turntable/poster",
+            },
+        ),
+    ]

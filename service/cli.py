@@ -123,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             capture_name=capture_path.name,
             sku=sku,
             template_name=args.template,
+            three_d=not args.no_3d,
             overrides=overrides,
             seed=args.seed,
             store=LocalArtifactStore(settings.store.root),
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--brand", help="brand rules file (YAML); default rules otherwise")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--no-3d", action="store_true", help="skip the template's 3D outputs (mesh, views, video)"
+    )
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--store", help="artifact store directory (default: SKUFORGE_STORE__ROOT)")
     run.add_argument("--quiet", action="store_true", help="no progress or table")

@@ -72,6 +72,7 @@ def run_local_job(
     models: RembgModelCache | None = None,
     brand: BrandRules | None = None,
     logo: bytes | None = None,
+    three_d: bool = True,
 ) -> LocalJob:
     store = store or LocalArtifactStore(settings.store.root)
     spec = JobSpec(
@@ -81,6 +82,7 @@ def run_local_job(
         seed=seed,
         brand=brand,
         extras={"logo": sha256_hex(logo)} if logo is not None else {},
+        three_d=three_d,
     )
     # The plan is built (and the request validated) before anything is written.
     plan = build_job_plan(spec, settings)

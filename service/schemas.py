@@ -104,6 +104,7 @@ class CaptureJson(BaseModel):
     brand: str | None = Field(
         default=None, max_length=120, description="use this brand's stored rules (default: SKU's)"
     )
+    three_d: bool = Field(default=True, description="make the template's 3D outputs")
 
 
 class RevisionRequest(BaseModel):

@@ -179,12 +179,25 @@ class PackshotSlot(PackshotParams):
     )
 
 
+class ThreeD(StrictModel):
+    """The 3D part of a template: the mesh and what is made from it."""
+
+    shape: ShapeParams = Field(default_factory=ShapeParams)
+    export3d: Export3dParams = Field(default_factory=Export3dParams)
+    views: ViewsParams = Field(default_factory=ViewsParams)
+    turntable: TurntableParams = Field(default_factory=TurntableParams)
+
+
 class Template(StrictModel):
     name: Annotated[str, Field(pattern=_SLUG)]
     description: str
     categories: list[str] = Field(default_factory=list)
     cutout: CutoutParams = Field(default_factory=CutoutParams)
     packshots: list[PackshotSlot] = Field(min_length=1)
+    three_d: ThreeD | None = Field(
+        default=None,
+        description="mesh, GLB/USDZ, views and turntable; omitted: the template makes no 3D",
+    )
 
     @field_validator("packshots")
     @classmethod

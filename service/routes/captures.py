@@ -47,6 +47,7 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "brand": {"type": "string", "maxLength": 120},
         "logo": {"type": "string", "format": "binary", "description": "brand logo for checks"},
+        "three_d": {"type": "boolean", "description": "make the template's 3D outputs"},
     },
 }
 _CAPTURE_BODY: dict[str, Any] = {
@@ -86,7 +87,7 @@ async def _read_multipart(
     logo_part = form.get("logo")
     logo = await logo_part.read() if isinstance(logo_part, UploadFile) else None
     fields: dict[str, Any] = {}
-    for name in ("sku", "template", "overrides", "seed", "brand"):
+    for name in ("sku", "template", "overrides", "seed", "brand", "three_d"):
         value = form.get(name)
         if isinstance(value, UploadFile):
             value = (await value.read()).decode("utf-8", "replace")
@@ -100,6 +101,10 @@ async def _read_multipart(
         raise ProblemError(422, "invalid_parameter", "seed must be an integer") from exc
     if not 0 <= fields["seed"] < 2**31:
         raise ProblemError(422, "invalid_parameter", "seed must be in [0, 2^31)")
+    flag = str(fields["three_d"] if fields["three_d"] is not None else "true").lower()
+    if flag not in {"true", "false", "1", "0"}:
+        raise ProblemError(422, "invalid_parameter", "three_d must be true or false")
+    fields["three_d"] = flag in {"true", "1"}
     return capture, logo, fields
 
 
@@ -142,7 +147,12 @@ def build_spec(
             )
     try:
         spec = JobSpec(
-            template=template, sku=sku, overrides=overrides, seed=fields["seed"], brand=brand
+            template=template,
+            sku=sku,
+            overrides=overrides,
+            seed=fields["seed"],
+            brand=brand,
+            three_d=bool(fields.get("three_d", True)),
         )
     except ValidationError as exc:
         raise InvalidParameterError(f"invalid job: {exc.error_count()} error(s)") from exc
