@@ -29,6 +29,8 @@ EXTENSIONS = {
 
 
 VERDICT_ORDER = ("approved", "needs_review", "rejected")
+# stage -> the validate slot whose verdict its outputs carry (GLB for export3d, MP4 for the spin)
+VALIDATED_AS = {"export3d": "model", "turntable": "turntable"}
 
 
 def job_verdict(verdicts: Any) -> str | None:
@@ -102,8 +104,12 @@ def build_lineage(
         if r.invocation.stage == "validate" and r.invocation.slot
     }
     for output in outputs:
-        if output["stage"].startswith("packshots.") and output["slot"] in verdicts:
-            output["verdict"] = verdicts[output["slot"]]
+        if output["stage"].startswith("packshots."):
+            checked_as = output["slot"]
+        else:  # the 3D outputs share the verdict of the file that was checked
+            checked_as = VALIDATED_AS.get(output["stage"])
+        if checked_as in verdicts:
+            output["verdict"] = verdicts[checked_as]
     return {
         "schema": LINEAGE_SCHEMA,
         "verdict": job_verdict(verdicts.values()),

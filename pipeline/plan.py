@@ -300,6 +300,26 @@ def build_plan(
     wants_3d = any(three_d_changes.values())
     if template.three_d is not None and include_3d:
         invocations += _three_d_invocations(template.three_d, three_d_changes, sku, seed)
+        # the model and the video are outputs too: checked against the brand's media rules
+        for label, source, output, preset in (
+            ("model", "export3d", "glb", template.three_d.model_preset),
+            ("turntable", "turntable", "mp4", None),
+        ):
+            invocations.append(
+                Invocation(
+                    id=f"validate.{label}",
+                    stage="validate",
+                    backend="brand_rules",
+                    params=validate_base.model_copy(update={"preset": preset}),
+                    inputs={
+                        "image": InputRef(source, output),
+                        "cutout_info": InputRef("cutout", "info"),
+                    },
+                    seed=seed,
+                    slot=label,
+                    exports={"report": f"reports/{label}"},
+                )
+            )
     elif wants_3d:
         reason = "3D is off for this job" if template.three_d else "it makes no 3D"
         raise InvalidParameterError(

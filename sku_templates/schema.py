@@ -186,6 +186,9 @@ class ThreeD(StrictModel):
     export3d: Export3dParams = Field(default_factory=Export3dParams)
     views: ViewsParams = Field(default_factory=ViewsParams)
     turntable: TurntableParams = Field(default_factory=TurntableParams)
+    model_preset: str | None = Field(
+        default="shopify", description="preset the GLB is validated against (with the brand)"
+    )
 
 
 class Template(StrictModel):

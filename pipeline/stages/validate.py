@@ -1,7 +1,9 @@
 """Stage ``validate``: one output checked against its marketplace preset and the brand.
 
-Outputs a JSON report (rule id, severity, measured, expected, pass) and an overlay PNG that
-marks where it failed. The brand rules travel in the parameters, so editing the brand file
+Outputs a JSON report (rule id, severity, measured, expected, pass) and, for images, an
+overlay PNG that marks where it failed. GLB models and MP4/WebM videos (the 3D stages'
+outputs) are checked against the rules whose ``applies_to`` names their kind. The brand
+rules travel in the parameters, so editing the brand file
 re-runs validation only. The checks themselves live in ``brand_rules``.
 """
 
@@ -13,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from brand_rules import BrandRules, ValidationContext, load_preset, overlay_png, validate_image
+from brand_rules import BrandRules, ValidationContext, load_preset, overlay_png, validate_asset
+from brand_rules.media import media_kind
 from pipeline.imaging.codecs import decode_rgb
 from pipeline.stage import Blob, StageContext, StageResult, json_blob
 
@@ -46,7 +49,7 @@ class ValidateStage:
             reference_lab=tuple(lab) if lab else None,
             logo=logo,
         )
-        report = validate_image(
+        report = validate_asset(
             inputs["image"],
             preset=load_preset(params.preset) if params.preset else None,
             brand=BrandRules.model_validate(params.brand),
@@ -56,10 +59,10 @@ class ValidateStage:
         document = report.to_dict()
         document["preset"] = params.preset
         failed = [r.rule for r in report.results if not r.passed and r.severity != "warn"]
+        outputs = {"report": json_blob(document)}
+        if media_kind(inputs["image"]) == "image":
+            outputs["overlay"] = Blob(overlay_png(report), "image/png")
         return StageResult(
-            outputs={
-                "report": json_blob(document),
-                "overlay": Blob(overlay_png(report), "image/png"),
-            },
+            outputs=outputs,
             info={"verdict": report.verdict, "failed": failed},
         )
