@@ -205,7 +205,8 @@ def stage_run(session: Session, job: Job, invocation_id: str, stage: str, backen
 
 def mark_stage_started(run: StageRun, job: Job, session: Session) -> None:
     run.status, run.started_at, run.attempts = "running", utcnow(), run.attempts + 1
-    job.status = "running"
+    if job.status == "queued":  # never revive a job that was cancelled meanwhile
+        job.status = "running"
     add_event(session, job, "stage_started", {"stage": run.invocation_id})
 
 
