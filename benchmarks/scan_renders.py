@@ -42,7 +42,7 @@ def load_mesh(path: Path) -> TexturedMesh:
         texture = np.full((4, 4, 3), (186, 160, 128), np.uint8)
     else:
         texture = np.asarray(texture_image.convert("RGB"))
-        uvs = np.asarray(uvs, np.float32)
+        uvs = np.asarray(uvs, np.float32) * [1.0, -1.0] + [0.0, 1.0]  # trimesh: v up -> glTF
     return TexturedMesh(positions, normals, uvs, faces, texture)
 
 

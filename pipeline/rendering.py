@@ -37,6 +37,7 @@ uniform sampler2D base_colour;
 uniform vec3 key_dir;
 uniform vec3 fill_dir;
 uniform vec3 rim_dir;
+uniform float unlit;
 in vec3 v_normal;
 in vec2 v_uv;
 out vec4 colour;
@@ -47,7 +48,7 @@ void main() {
         + 0.22 * max(dot(n, fill_dir), 0.0)
         + 0.12 * max(dot(n, rim_dir), 0.0);
     vec4 albedo = texture(base_colour, v_uv);
-    colour = vec4(min(albedo.rgb * light, vec3(1.0)), 1.0);
+    colour = vec4(min(albedo.rgb * mix(light, 1.0, unlit), vec3(1.0)), 1.0);
 }
 """
 
@@ -97,13 +98,18 @@ class Camera:
 
 
 def framing_camera(
-    mesh: TexturedMesh, azimuth_deg: float, elevation_deg: float, fill: float = 0.8
+    mesh: TexturedMesh,
+    azimuth_deg: float,
+    elevation_deg: float,
+    fill: float = 0.8,
+    fov_deg: float = 30.0,
 ) -> Camera:
-    """A camera whose view holds the whole mesh with ``fill`` of the frame's height."""
+    """A camera whose view holds the whole mesh, from any direction, with its bounding sphere
+    filling ``fill`` of the frame's height (a small ``fov_deg`` approximates orthographic)."""
     lo, hi = mesh.positions.min(axis=0), mesh.positions.max(axis=0)
     centre = (lo + hi) / 2
     radius = float(np.linalg.norm(hi - lo) / 2)
-    fov = 30.0
+    fov = fov_deg
     distance = radius / math.sin(math.radians(fov / 2)) / max(fill, 0.1)
     target = (float(centre[0]), float(centre[1]), float(centre[2]))
     return Camera(azimuth_deg, elevation_deg, distance, target, fov)
@@ -142,16 +148,18 @@ class OffscreenRenderer:
     def release(self) -> None:
         self.ctx.release()
 
-    def render(self, mesh: TexturedMesh, camera: Camera) -> np.ndarray:
-        """(H, W, 4) uint8 straight-alpha RGBA; alpha is the exact pixel coverage."""
+    def render(self, mesh: TexturedMesh, camera: Camera, *, lit: bool = True) -> np.ndarray:
+        """(H, W, 4) uint8 straight-alpha RGBA; alpha is the exact pixel coverage.
+
+        ``lit=False`` returns the texture's colours unshaded: what the tests compare with the
+        photo the mesh was made from."""
         ctx = self.ctx
         texture = ctx.texture(
             (mesh.texture.shape[1], mesh.texture.shape[0]), 3, np.ascontiguousarray(mesh.texture)
         )
         texture.build_mipmaps()
-        data = np.hstack(
-            [mesh.positions, mesh.normals, mesh.uvs * [1.0, -1.0] + [0.0, 1.0]]
-        ).astype("f4")
+        # rows are uploaded top row first, so GL's t = 0 is the image's top: glTF's v as is
+        data = np.hstack([mesh.positions, mesh.normals, mesh.uvs]).astype("f4")
         vbo = ctx.buffer(data.tobytes())
         ibo = ctx.buffer(np.ascontiguousarray(mesh.faces, dtype="u4").tobytes())
         vao = ctx.vertex_array(
@@ -173,6 +181,7 @@ class OffscreenRenderer:
                 self.program[name].value = tuple(world / np.linalg.norm(world))
             texture.use(0)
             self.program["base_colour"].value = 0
+            self.program["unlit"].value = 0.0 if lit else 1.0
             self.msaa.use()
             ctx.clear(0.0, 0.0, 0.0, 0.0)
             ctx.enable(ctx.DEPTH_TEST)

@@ -100,11 +100,12 @@ class ShapeParams(StrictModel):
     width_mm: float | None = Field(default=None, gt=0, description="real width (from the SKU)")
     height_mm: float | None = Field(default=None, gt=0, description="real height (from the SKU)")
     depth_mm: float | None = Field(default=None, gt=0, description="real depth (from the SKU)")
-    depth_ratio: float = Field(
-        default=0.35,
+    depth_ratio: float | None = Field(
+        default=None,
         gt=0.01,
         le=2.0,
-        description="depth / width when the SKU gives no depth (extrude and inflate)",
+        description="depth / width when the SKU gives no depth; default: 0.35 for a box, the "
+        "natural rounded thickness for inflate",
     )
     default_height_m: float = Field(default=0.25, gt=0.0, le=10.0)
     max_triangles: int = Field(default=60000, ge=1000, le=100000)

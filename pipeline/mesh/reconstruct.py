@@ -1,0 +1,117 @@
+"""From a cutout to a textured, watertight mesh in metres: pick the backend, build, scale,
+orient, and attach normals and the texture.
+
+``auto`` decides from the silhouette alone (and records why): a rectangular outline with a
+straight bottom edge is a box (``extrude``); a mirror-symmetric outline is a body of
+revolution (``lathe``); anything else is ``inflate``d. A can seen from a little above has
+a curved bottom edge (the ellipse of its base), which is what keeps it from being taken for
+a box.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.mesh import extrude, inflate, lathe
+from pipeline.mesh.geometry import signed_volume, to_metres, vertex_normals
+from pipeline.mesh.silhouette import ShapeMeasures, Silhouette, extract, measure
+from pipeline.rendering import TexturedMesh
+from sku_templates.schema import ShapeParams
+
+RECTANGULAR = 0.94
+STRAIGHT_BOTTOM = 0.035
+SYMMETRIC = 0.92
+ROW_FILL = 0.97
+DEFAULT_BOX_DEPTH = 0.35
+
+
+def choose_backend(m: ShapeMeasures) -> tuple[str, str]:
+    if m.rectangularity >= RECTANGULAR and m.bottom_sag <= STRAIGHT_BOTTOM:
+        return "extrude", (
+            f"rectangular outline ({m.rectangularity:.3f} >= {RECTANGULAR}) with a straight "
+            f"bottom edge (sag {m.bottom_sag:.3f} <= {STRAIGHT_BOTTOM})"
+        )
+    if m.symmetry >= SYMMETRIC and m.row_fill >= ROW_FILL:
+        return "lathe", (
+            f"mirror-symmetric outline ({m.symmetry:.3f} >= {SYMMETRIC}) with no gaps across "
+            f"its rows ({m.row_fill:.3f} >= {ROW_FILL})"
+        )
+    return "inflate", (
+        f"neither a box (rectangularity {m.rectangularity:.3f}) nor a body of revolution "
+        f"(symmetry {m.symmetry:.3f}, row fill {m.row_fill:.3f})"
+    )
+
+
+def reconstruct(
+    rgba: np.ndarray, bbox: list[int] | None, params: ShapeParams
+) -> tuple[TexturedMesh, dict[str, Any]]:
+    sil = extract(rgba, bbox, params.working_size, params.texture_size)
+    measures = measure(sil.mask)
+    if params.backend == "auto":
+        backend, reason = choose_backend(measures)
+    else:
+        backend, reason = params.backend, "set by the template or an override"
+    h_px, w_px = sil.mask.shape
+    rows = np.nonzero(sil.mask.any(axis=1))[0]
+    cols = np.nonzero(sil.mask.any(axis=0))[0]
+    height_px = float(rows[-1] + 1 - rows[0])
+    width_px = float(cols[-1] + 1 - cols[0])
+    if params.height_mm:
+        scale, scale_from = params.height_mm / 1000.0 / height_px, "sku height"
+    elif params.width_mm:
+        scale, scale_from = params.width_mm / 1000.0 / width_px, "sku width"
+    else:
+        scale, scale_from = params.default_height_m / height_px, "default height"
+    depth_px: float | None = None
+    if params.depth_mm:
+        depth_px = params.depth_mm / 1000.0 / scale
+    elif params.depth_ratio is not None:
+        depth_px = params.depth_ratio * width_px
+    budget = min(params.max_triangles, 100_000)
+    if backend == "lathe":
+        points, uvs, faces, axis = lathe.build(sil, budget)
+    elif backend == "extrude":
+        points, uvs, faces, axis = extrude.build(
+            sil, depth_px if depth_px is not None else DEFAULT_BOX_DEPTH * width_px
+        )
+    else:
+        points, uvs, faces, axis = inflate.build(sil, budget, depth_px)
+    positions = to_metres(points, axis, float(rows[-1] + 1), scale)
+    if signed_volume(positions, faces) < 0:  # the y flip mirrors winding: make it outward
+        faces = faces[:, [0, 2, 1]]
+    normals = vertex_normals(positions, faces)
+    mesh = TexturedMesh(
+        positions=positions.astype(np.float32),
+        normals=normals.astype(np.float32),
+        uvs=uvs.astype(np.float32),
+        faces=faces.astype(np.uint32),
+        texture=sil.rgb,
+    )
+    extent = positions.max(axis=0) - positions.min(axis=0)
+    # the capture's camera: mesh X = (x - ox) * kx, Y = (oy - y) * ky for capture pixel (x, y)
+    x0, y0, x1, y1 = sil.bbox
+    fx, fy = w_px / (x1 - x0), h_px / (y1 - y0)
+    front = {
+        "metres_per_pixel": [scale * fx, scale * fy],
+        "origin_px": [x0 + axis / fx, y0 + float(rows[-1] + 1) / fy],
+    }
+    info: dict[str, Any] = {
+        "backend": backend,
+        "reason": reason,
+        "measures": measures.as_dict(),
+        "triangles": len(faces),
+        "vertices": len(positions),
+        "texture": [int(sil.rgb.shape[1]), int(sil.rgb.shape[0])],
+        "extent_m": [round(float(v), 5) for v in extent],
+        "scale_from": scale_from,
+        "working_size": [int(w_px), int(h_px)],
+        "source_bbox": list(sil.bbox),
+        "front_projection": front,
+    }
+    return mesh, info
+
+
+def silhouette_of(rgba: np.ndarray, bbox: list[int] | None, params: ShapeParams) -> Silhouette:
+    return extract(rgba, bbox, params.working_size, params.texture_size)

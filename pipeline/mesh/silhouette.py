@@ -1,0 +1,113 @@
+"""The product's silhouette and texture source from a cutout, and the measures ``auto`` uses.
+
+Everything downstream works on the bounding-box crop of the cutout: ``mask`` at a working
+resolution (long side ``working_size``) for geometry, ``rgb`` at texture resolution for
+colour. Pixels outside the product are filled with the nearest product colour, so texture
+filtering and mip-mapping never pull the backdrop (or black) into the product's edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from pipeline.errors import NoProductFoundError
+
+
+@dataclass(frozen=True)
+class Silhouette:
+    mask: np.ndarray  # (h, w) bool at working resolution, the crop of the product's bbox
+    rgb: np.ndarray  # (H, W, 3) uint8 texture source, same crop, background filled
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in the capture
+
+    @property
+    def aspect(self) -> float:
+        """width / height of the crop."""
+        h, w = self.mask.shape
+        return float(w) / float(h)
+
+
+def extract(
+    rgba: np.ndarray, bbox: list[int] | None, working_size: int, texture_size: int
+) -> Silhouette:
+    alpha = rgba[..., 3]
+    if bbox is None or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
+        ys, xs = np.nonzero(alpha > 127)
+        if len(xs) == 0:
+            raise NoProductFoundError("the cutout is empty: no product to build a mesh from")
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    x0, y0, x1, y1 = (int(v) for v in bbox)
+    crop = rgba[y0:y1, x0:x1]
+    if crop.size == 0 or not (crop[..., 3] > 127).any():
+        raise NoProductFoundError("the cutout is empty: no product to build a mesh from")
+    h, w = crop.shape[:2]
+    scale = min(1.0, working_size / max(h, w))
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+    alpha_small = cv2.resize(crop[..., 3], size, interpolation=cv2.INTER_AREA)
+    mask = _main_component(alpha_small > 127)
+    tex_scale = min(1.0, texture_size / max(h, w))
+    tex_size = (max(2, round(w * tex_scale)), max(2, round(h * tex_scale)))
+    rgb = cv2.resize(crop[..., :3], tex_size, interpolation=cv2.INTER_AREA)
+    inside = cv2.resize(crop[..., 3], tex_size, interpolation=cv2.INTER_AREA) > 200
+    if inside.any():
+        # nearest product pixel for everything else (deterministic, no smearing kernels)
+        _, (iy, ix) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        rgb = rgb[iy, ix]
+    return Silhouette(mask=mask, rgb=np.ascontiguousarray(rgb), bbox=(x0, y0, x1, y1))
+
+
+def _main_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected region, holes filled: one closed surface per product."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    if count <= 1:
+        raise NoProductFoundError("the cutout is empty: no product to build a mesh from")
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    filled: np.ndarray = ndimage.binary_fill_holes(labels == biggest)
+    return filled
+
+
+@dataclass(frozen=True)
+class ShapeMeasures:
+    symmetry: float  # IoU of the silhouette with its mirror image about its vertical axis
+    rectangularity: float  # silhouette area / its minimum-area rectangle
+    bottom_sag: float  # how far the bottom edge bows, relative to the width (ellipse of a can)
+    row_fill: float  # area / sum of each row's left-to-right span: 1 when no row has a gap
+    axis_x: float  # the mirror axis, in working pixels
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "symmetry": round(self.symmetry, 4),
+            "rectangularity": round(self.rectangularity, 4),
+            "bottom_sag": round(self.bottom_sag, 4),
+            "row_fill": round(self.row_fill, 4),
+        }
+
+
+def measure(mask: np.ndarray) -> ShapeMeasures:
+    h, w = mask.shape
+    rows = np.nonzero(mask.any(axis=1))[0]
+    left = np.argmax(mask[rows], axis=1)
+    right = w - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    axis = float(np.median((left + right) / 2.0))
+    # mirror about the axis: x -> 2*axis - x, sampled with nearest neighbours
+    xs = np.clip(np.rint(2 * axis - np.arange(w)).astype(int), 0, w - 1)
+    valid = (2 * axis - np.arange(w) >= -0.5) & (2 * axis - np.arange(w) <= w - 0.5)
+    mirrored = mask[:, xs] & valid[None, :]
+    union = np.logical_or(mask, mirrored).sum()
+    symmetry = float(np.logical_and(mask, mirrored).sum() / union) if union else 0.0
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
+    rectangularity = float(mask.sum() / max(rw * rh, 1.0))
+    # bottom edge: lowest product pixel per column over the middle 80 % of the width
+    cols = np.nonzero(mask.any(axis=0))[0]
+    c0, c1 = cols[0] + (cols[-1] - cols[0]) // 10, cols[-1] - (cols[-1] - cols[0]) // 10
+    bottoms = np.array([h - 1 - np.argmax(mask[::-1, c]) for c in range(c0, c1 + 1)], float)
+    sag = (
+        float((bottoms.max() - bottoms.min()) / max(cols[-1] - cols[0], 1)) if len(bottoms) else 0.0
+    )
+    row_fill = float(mask.sum() / max((right - left + 1).sum(), 1))
+    return ShapeMeasures(min(symmetry, 1.0), min(rectangularity, 1.0), sag, row_fill, axis)
