@@ -138,6 +138,7 @@ class OffscreenRenderer:
         self.resolved = self.ctx.framebuffer(
             color_attachments=[self.ctx.renderbuffer((width, height), 4)]
         )
+        self._uploaded: tuple[TexturedMesh, Any, Any, tuple[Any, Any]] | None = None
 
     def __enter__(self) -> OffscreenRenderer:
         return self
@@ -146,13 +147,16 @@ class OffscreenRenderer:
         self.release()
 
     def release(self) -> None:
+        self._release_upload()
         self.ctx.release()
 
-    def render(self, mesh: TexturedMesh, camera: Camera, *, lit: bool = True) -> np.ndarray:
-        """(H, W, 4) uint8 straight-alpha RGBA; alpha is the exact pixel coverage.
-
-        ``lit=False`` returns the texture's colours unshaded: what the tests compare with the
-        photo the mesh was made from."""
+    def _upload(self, mesh: TexturedMesh) -> tuple[Any, Any]:
+        """GPU buffers and texture for ``mesh``, kept while the same mesh is rendered again
+        (a turntable renders one mesh dozens of times; uploading and building mipmaps of a
+        large texture each frame dominated the frame time)."""
+        if self._uploaded is not None and self._uploaded[0] is mesh:
+            return self._uploaded[1], self._uploaded[2]
+        self._release_upload()
         ctx = self.ctx
         texture = ctx.texture(
             (mesh.texture.shape[1], mesh.texture.shape[0]), 3, np.ascontiguousarray(mesh.texture)
@@ -165,36 +169,65 @@ class OffscreenRenderer:
         vao = ctx.vertex_array(
             self.program, [(vbo, "3f 3f 2f", "in_position", "in_normal", "in_uv")], ibo
         )
-        try:
-            radius = float(np.linalg.norm(mesh.positions.max(0) - mesh.positions.min(0)))
-            near = max(1e-3, camera.distance - radius)
-            far = camera.distance + radius
-            mvp = camera.projection(self.width / self.height, near, far) @ camera.view()
-            self.program["mvp"].write(mvp.T.astype("f4").tobytes())
-            view_rot = camera.view()[:3, :3].T  # camera axes in world space
-            for name, direction in (
-                ("key_dir", (-0.5, 0.6, 0.8)),
-                ("fill_dir", (0.7, 0.2, 0.6)),
-                ("rim_dir", (0.0, 0.5, -1.0)),
-            ):
-                world = view_rot @ np.asarray(direction)
-                self.program[name].value = tuple(world / np.linalg.norm(world))
-            texture.use(0)
-            self.program["base_colour"].value = 0
-            self.program["unlit"].value = 0.0 if lit else 1.0
-            self.msaa.use()
-            ctx.clear(0.0, 0.0, 0.0, 0.0)
-            ctx.enable(ctx.DEPTH_TEST)
-            vao.render()
-            ctx.copy_framebuffer(self.resolved, self.msaa)
-            raw = self.resolved.read(components=4, alignment=1)
-        finally:
-            vao.release()
-            vbo.release()
-            ibo.release()
-            texture.release()
-        image = np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
+        self._uploaded = (mesh, vao, texture, (vbo, ibo))
+        return vao, texture
+
+    def _release_upload(self) -> None:
+        if self._uploaded is not None:
+            _, vao, texture, (vbo, ibo) = self._uploaded
+            for resource in (vao, vbo, ibo, texture):
+                resource.release()
+            self._uploaded = None
+
+    def render_premultiplied(
+        self, mesh: TexturedMesh, camera: Camera, *, lit: bool = True
+    ) -> np.ndarray:
+        """(H, W, 4) uint8 RGBA with colour premultiplied by the coverage alpha."""
+        ctx = self.ctx
+        vao, texture = self._upload(mesh)
+        radius = float(np.linalg.norm(mesh.positions.max(0) - mesh.positions.min(0)))
+        near = max(1e-3, camera.distance - radius)
+        far = camera.distance + radius
+        mvp = camera.projection(self.width / self.height, near, far) @ camera.view()
+        self.program["mvp"].write(mvp.T.astype("f4").tobytes())
+        view_rot = camera.view()[:3, :3].T  # camera axes in world space
+        for name, direction in (
+            ("key_dir", (-0.5, 0.6, 0.8)),
+            ("fill_dir", (0.7, 0.2, 0.6)),
+            ("rim_dir", (0.0, 0.5, -1.0)),
+        ):
+            world = view_rot @ np.asarray(direction)
+            self.program[name].value = tuple(world / np.linalg.norm(world))
+        texture.use(0)
+        self.program["base_colour"].value = 0
+        self.program["unlit"].value = 0.0 if lit else 1.0
+        self.msaa.use()
+        ctx.clear(0.0, 0.0, 0.0, 0.0)
+        ctx.enable(ctx.DEPTH_TEST)
+        vao.render()
+        ctx.copy_framebuffer(self.resolved, self.msaa)
+        raw = self.resolved.read(components=4, alignment=1)
+        return np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 4)[::-1]
+
+    def render(self, mesh: TexturedMesh, camera: Camera, *, lit: bool = True) -> np.ndarray:
+        """(H, W, 4) uint8 straight-alpha RGBA; alpha is the exact pixel coverage.
+
+        ``lit=False`` returns the texture's colours unshaded: what the tests compare with the
+        photo the mesh was made from."""
+        image = self.render_premultiplied(mesh, camera, lit=lit)
         premultiplied = image.astype(np.float32)
         alpha = premultiplied[..., 3:4] / 255.0
         straight = np.where(alpha > 0, premultiplied[..., :3] / np.maximum(alpha, 1e-6), 0)
         return np.dstack([np.clip(np.rint(straight), 0, 255), image[..., 3]]).astype(np.uint8)
+
+    def render_over(
+        self, mesh: TexturedMesh, camera: Camera, background: tuple[int, int, int]
+    ) -> np.ndarray:
+        """(H, W, 3) uint8: the render over a flat colour, straight from premultiplied."""
+        image = self.render_premultiplied(mesh, camera)
+        alpha = image[..., 3:4].astype(np.uint16)
+        colour = np.asarray(background, np.uint16)
+        # premultiplied "over": C + B * (1 - a), in integers with rounding
+        out = image[..., :3].astype(np.uint16) + (colour * (255 - alpha) + 127) // 255
+        flat: np.ndarray = np.minimum(out, 255).astype(np.uint8)
+        return flat
