@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from benchmarks.scan_renders import POSES, load_mesh, scan_paths
 from pipeline.mesh.reconstruct import reconstruct
-from pipeline.rendering import OffscreenRenderer, TexturedMesh, framing_camera
+from pipeline.rendering import OffscreenRenderer, framing_camera
 from sku_templates.schema import ShapeParams
 
 
