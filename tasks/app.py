@@ -34,7 +34,7 @@ def configure(celery: Celery) -> None:
         worker_max_tasks_per_child=200,
         worker_max_memory_per_child=4_000_000,  # KiB: recycle a worker past ~4 GB
         task_time_limit=limit,
-        task_soft_time_limit=max(5, limit - 60),
+        task_soft_time_limit=max(limit * 0.8, limit - 60),
         broker_transport_options={"visibility_timeout": limit * 2},
         result_backend_transport_options={"visibility_timeout": limit * 2},
         task_serializer="json",

@@ -100,7 +100,7 @@ def cluster(
         "SKUFORGE_RESULT_BACKEND": f"redis://127.0.0.1:6379/{broker_db}",
         "SKUFORGE_STORE__ROOT": str(tmp_path / "store"),
         "SKUFORGE_DATABASE__URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "SKUFORGE_STAGE_TIME_LIMIT_S": "12",
+        "SKUFORGE_STAGE_TIME_LIMIT_S": "20",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
