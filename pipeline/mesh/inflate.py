@@ -102,7 +102,9 @@ def build(
         bx, by = bx + move_x * limit, by + move_y * limit
     px[bi, bj], py[bi, bj] = np.clip(bx, 0, w), np.clip(by, 0, h)
 
-    d = np.maximum(_bilinear(signed, px.ravel(), py.ravel()).reshape(ny, nx), 0.0)
+    # the distance transform is piecewise flat between pixel rows: smoothed, it shades evenly
+    smooth = ndimage.gaussian_filter(np.maximum(signed, 0.0), max(2.0, 0.01 * max(h, w)))
+    d = np.maximum(_bilinear(smooth, px.ravel(), py.ravel()).reshape(ny, nx), 0.0)
     d_max = max(float(signed.max()), 1.0)
     height = np.sqrt(np.maximum(d * (2 * d_max - d), 0.0))
     scale = 1.0 if depth_px is None else depth_px / (2.0 * d_max)

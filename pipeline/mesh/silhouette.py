@@ -20,6 +20,7 @@ from pipeline.errors import NoProductFoundError
 @dataclass(frozen=True)
 class Silhouette:
     mask: np.ndarray  # (h, w) bool at working resolution, the crop of the product's bbox
+    coverage: np.ndarray  # (h, w) float in [0, 1]: alpha at working resolution (sub-pixel edges)
     rgb: np.ndarray  # (H, W, 3) uint8 texture source, same crop, background filled
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in the capture
 
@@ -48,6 +49,7 @@ def extract(
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
     alpha_small = cv2.resize(crop[..., 3], size, interpolation=cv2.INTER_AREA)
     mask = _main_component(alpha_small > 127)
+    coverage = np.where(mask | (alpha_small > 0), alpha_small / 255.0, 0.0)
     tex_scale = min(1.0, texture_size / max(h, w))
     tex_size = (max(2, round(w * tex_scale)), max(2, round(h * tex_scale)))
     rgb = cv2.resize(crop[..., :3], tex_size, interpolation=cv2.INTER_AREA)
@@ -56,7 +58,9 @@ def extract(
         # nearest product pixel for everything else (deterministic, no smearing kernels)
         _, (iy, ix) = ndimage.distance_transform_edt(~inside, return_indices=True)
         rgb = rgb[iy, ix]
-    return Silhouette(mask=mask, rgb=np.ascontiguousarray(rgb), bbox=(x0, y0, x1, y1))
+    return Silhouette(
+        mask=mask, coverage=coverage, rgb=np.ascontiguousarray(rgb), bbox=(x0, y0, x1, y1)
+    )
 
 
 def _main_component(mask: np.ndarray) -> np.ndarray:
