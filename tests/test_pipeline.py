@@ -42,7 +42,8 @@ def test_same_input_twice_with_fresh_stores_gives_identical_outputs(
     assert not any(s["cache_hit"] for s in second.lineage["stages"])
     assert digests(first.lineage) == digests(second.lineage)
     # capture, cutout, matte + 4 packshots + a report and an overlay per packshot
-    assert len(first.lineage["outputs"]) == 3 + 4 + 4 * 2
+    # + GLB, USDZ, poster + 8 views + MP4, WebM, spin set, poster + the model's and video's reports
+    assert len(first.lineage["outputs"]) == 3 + 4 + 4 * 2 + 3 + 8 + 4 + 2
 
 
 def test_cli_editing_one_variable_recomputes_only_packshots(tmp_path: Path) -> None:

@@ -24,6 +24,9 @@ def test_pipeline_packshots_pass_their_presets(template: str, settings: Settings
         if stage["stage"] != "validate" or not stage["params"]["preset"]:
             continue
         report = json.loads(store.get(stage["outputs"]["report"]["digest"]))
+        if stage["id"] == "validate.model":  # the GLB against the template's model preset
+            assert all(r["passed"] or r["severity"] == "warn" for r in report["results"])
+            continue
         failed = [
             (r["rule"], r["measured"])
             for r in report["results"]

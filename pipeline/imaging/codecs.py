@@ -57,7 +57,15 @@ def encode_jpeg(image: Image.Image, *, quality: int, xmp: str | None = None) -> 
     }
     if xmp:
         kwargs["xmp"] = xmp.encode("utf-8")
-    image.convert("RGB").save(buffer, format="JPEG", **kwargs)
+    rgb = image.convert("RGB")
+    try:
+        rgb.save(buffer, format="JPEG", **kwargs)
+    except OSError:
+        # Pillow sizes the optimised (two-pass Huffman) encoder's buffer at width x height
+        # bytes and fails on large, detailed images; the same image without optimisation
+        # always encodes (deterministically, just a little bigger)
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", **{**kwargs, "optimize": False})
     return buffer.getvalue()
 
 
