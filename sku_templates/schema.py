@@ -108,7 +108,7 @@ class ShapeParams(StrictModel):
         "natural rounded thickness for inflate",
     )
     default_height_m: float = Field(default=0.25, gt=0.0, le=10.0)
-    max_triangles: int = Field(default=60000, ge=1000, le=100000)
+    max_triangles: int = Field(default=20000, ge=1000, le=100000)
     texture_size: int = Field(default=1024, ge=256, le=2048)
     working_size: int = Field(
         default=512, ge=128, le=2048, description="long side of the silhouette the mesh is fit to"
