@@ -79,6 +79,17 @@ def reconstruct(
     else:
         points, uvs, faces, axis = inflate.build(sil, budget, depth_px)
     positions = to_metres(points, axis, float(rows[-1] + 1), scale)
+    # The SKU's size is the product's, not the silhouette's: a mesh that lost a sliver at a
+    # sharp tip is scaled so its own extent is the declared one.
+    target = {"sku height": (1, params.height_mm), "sku width": (0, params.width_mm)}.get(
+        scale_from
+    )
+    if target is not None and target[1]:
+        actual = float(np.ptp(positions[:, target[0]]))
+        if actual > 0:
+            factor = target[1] / 1000.0 / actual
+            positions *= factor
+            scale *= factor
     if signed_volume(positions, faces) < 0:  # the y flip mirrors winding: make it outward
         faces = faces[:, [0, 2, 1]]
     normals = vertex_normals(positions, faces)
