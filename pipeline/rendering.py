@@ -69,6 +69,9 @@ class Camera:
     distance: float
     target: tuple[float, float, float]
     fov_deg: float = 30.0
+    # orthographic: parallel projection whose frame height at the target equals the
+    # perspective one's (2 * distance * tan(fov / 2)), so switching keeps the framing
+    orthographic: bool = False
 
     def eye(self) -> np.ndarray:
         az, el = math.radians(self.azimuth_deg), math.radians(self.elevation_deg)
@@ -88,6 +91,13 @@ class Camera:
         return view
 
     def projection(self, aspect: float, near: float, far: float) -> np.ndarray:
+        if self.orthographic:
+            half_h = self.distance * math.tan(math.radians(self.fov_deg) / 2)
+            ortho = np.eye(4)
+            ortho[0, 0], ortho[1, 1] = 1.0 / (half_h * aspect), 1.0 / half_h
+            ortho[2, 2] = -2.0 / (far - near)
+            ortho[2, 3] = -(far + near) / (far - near)
+            return ortho
         f = 1.0 / math.tan(math.radians(self.fov_deg) / 2)
         proj = np.zeros((4, 4))
         proj[0, 0], proj[1, 1] = f / aspect, f
@@ -103,6 +113,7 @@ def framing_camera(
     elevation_deg: float,
     fill: float = 0.8,
     fov_deg: float = 30.0,
+    orthographic: bool = False,
 ) -> Camera:
     """A camera whose view holds the whole mesh, from any direction, with its bounding sphere
     filling ``fill`` of the frame's height (a small ``fov_deg`` approximates orthographic)."""
@@ -112,7 +123,7 @@ def framing_camera(
     fov = fov_deg
     distance = radius / math.sin(math.radians(fov / 2)) / max(fill, 0.1)
     target = (float(centre[0]), float(centre[1]), float(centre[2]))
-    return Camera(azimuth_deg, elevation_deg, distance, target, fov)
+    return Camera(azimuth_deg, elevation_deg, distance, target, fov, orthographic)
 
 
 class OffscreenRenderer:

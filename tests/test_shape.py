@@ -79,8 +79,9 @@ def bbox_of(rgba: np.ndarray) -> list[int]:
 def front_view(
     mesh: TexturedMesh, info: dict, rgba: np.ndarray, size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(render, the cutout warped into the same frame) from the capture's camera."""
-    camera = framing_camera(mesh, 0.0, 0.0, fill=0.9, fov_deg=0.5)
+    """(render, the cutout warped into the same frame) from the capture's camera: an
+    orthographic front view, which is what the reconstruction assumes the photo is."""
+    camera = framing_camera(mesh, 0.0, 0.0, fill=0.9, orthographic=True)
     with OffscreenRenderer(size, size) as renderer:
         render = renderer.render(mesh, camera, lit=False)
     # frame pixel -> metres on the plane through the target -> capture pixel
