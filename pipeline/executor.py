@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.errors import SkuforgeError, StageFailedError, TransientError
+from pipeline.native import preload
 from pipeline.plan import CAPTURE, EXTRA, Invocation, Plan
 from pipeline.registry import get_stage
 from pipeline.stage import ModelProvider, StageContext, canonical_json
@@ -133,6 +134,7 @@ class InProcessExecutor:
         def ready(invocation: Invocation) -> bool:
             return all(dep in produced for dep in plan.dependencies(invocation))
 
+        preload(i.stage for i in plan.invocations)  # before any stage thread starts
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
             running: dict[Future[StageRecord], Invocation] = {}
             while pending or running:
@@ -168,6 +170,7 @@ class InProcessExecutor:
         work). Input digests are found by recomputing the dependencies' cache keys from the
         capture and reading their manifests, so a task needs only ids and digests."""
         invocation = plan.by_id(invocation_id)
+        preload([invocation.stage])  # the stage may start threads of its own
         return self.run_one(
             invocation, self.input_digests(plan, invocation, capture_digest, extra_digests)
         )
