@@ -1,11 +1,14 @@
 """From a cutout to a textured, watertight mesh in metres: pick the backend, build, scale,
 orient, and attach normals and the texture.
 
-``auto`` decides from the silhouette alone (and records why): a rectangular outline with a
-straight bottom edge is a box (``extrude``); a mirror-symmetric outline is a body of
-revolution (``lathe``); anything else is ``inflate``d. A can seen from a little above has
-a curved bottom edge (the ellipse of its base), which is what keeps it from being taken for
-a box.
+``auto`` decides from the silhouette alone (and records why), in order: a rectangular
+outline with a straight bottom edge is a box face-on (``extrude``); a very mirror-symmetric
+outline with no gaps across its rows is a body of revolution (``lathe``); a convex outline
+with at most six straight sides is a box seen corner-on (``extrude``); a fairly symmetric
+one is still a ``lathe``; anything else is ``inflate``d. A can seen from a little above has
+a curved bottom edge (the ellipse of its base) and many sides once simplified, which keeps
+it from being taken for a box. The thresholds were set on the scan renders of
+``benchmarks.shape_vs_scans``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from sku_templates.schema import ShapeParams
 RECTANGULAR = 0.94
 STRAIGHT_BOTTOM = 0.035
 SYMMETRIC = 0.92
+LATHE_SURE = 0.975  # so symmetric that a box-like outline is still a can
 ROW_FILL = 0.97
+BOX_SOLIDITY = 0.975  # a box's outline is convex ...
+BOX_CORNERS = 6  # ... with at most six straight sides (two faces and the top)
 DEFAULT_BOX_DEPTH = 0.35
 
 
@@ -33,14 +39,24 @@ def choose_backend(m: ShapeMeasures) -> tuple[str, str]:
             f"rectangular outline ({m.rectangularity:.3f} >= {RECTANGULAR}) with a straight "
             f"bottom edge (sag {m.bottom_sag:.3f} <= {STRAIGHT_BOTTOM})"
         )
+    if m.symmetry >= LATHE_SURE and m.row_fill >= ROW_FILL:
+        return "lathe", (
+            f"strongly mirror-symmetric outline ({m.symmetry:.3f} >= {LATHE_SURE}) with no "
+            f"gaps across its rows ({m.row_fill:.3f} >= {ROW_FILL})"
+        )
+    if m.solidity >= BOX_SOLIDITY and m.corners <= BOX_CORNERS:
+        return "extrude", (
+            f"convex outline ({m.solidity:.3f} >= {BOX_SOLIDITY}) with {m.corners} straight "
+            f"sides (<= {BOX_CORNERS}): a box seen corner-on"
+        )
     if m.symmetry >= SYMMETRIC and m.row_fill >= ROW_FILL:
         return "lathe", (
             f"mirror-symmetric outline ({m.symmetry:.3f} >= {SYMMETRIC}) with no gaps across "
             f"its rows ({m.row_fill:.3f} >= {ROW_FILL})"
         )
     return "inflate", (
-        f"neither a box (rectangularity {m.rectangularity:.3f}) nor a body of revolution "
-        f"(symmetry {m.symmetry:.3f}, row fill {m.row_fill:.3f})"
+        f"neither a box (rectangularity {m.rectangularity:.3f}, {m.corners} sides) nor a "
+        f"body of revolution (symmetry {m.symmetry:.3f}, row fill {m.row_fill:.3f})"
     )
 
 

@@ -79,6 +79,8 @@ class ShapeMeasures:
     rectangularity: float  # silhouette area / its minimum-area rectangle
     bottom_sag: float  # how far the bottom edge bows, relative to the width (ellipse of a can)
     row_fill: float  # area / sum of each row's left-to-right span: 1 when no row has a gap
+    solidity: float  # area / convex hull area
+    corners: int  # vertices of the hull simplified to 1 % of its perimeter (a box: 4-6)
     axis_x: float  # the mirror axis, in working pixels
 
     def as_dict(self) -> dict[str, float]:
@@ -87,6 +89,8 @@ class ShapeMeasures:
             "rectangularity": round(self.rectangularity, 4),
             "bottom_sag": round(self.bottom_sag, 4),
             "row_fill": round(self.row_fill, 4),
+            "solidity": round(self.solidity, 4),
+            "corners": self.corners,
         }
 
 
@@ -114,4 +118,9 @@ def measure(mask: np.ndarray) -> ShapeMeasures:
         float((bottoms.max() - bottoms.min()) / max(cols[-1] - cols[0], 1)) if len(bottoms) else 0.0
     )
     row_fill = float(mask.sum() / max((right - left + 1).sum(), 1))
-    return ShapeMeasures(min(symmetry, 1.0), min(rectangularity, 1.0), sag, row_fill, axis)
+    hull = cv2.convexHull(contour)
+    solidity = float(cv2.contourArea(contour) / max(cv2.contourArea(hull), 1.0))
+    corners = len(cv2.approxPolyDP(hull, 0.01 * cv2.arcLength(hull, True), True))
+    return ShapeMeasures(
+        min(symmetry, 1.0), min(rectangularity, 1.0), sag, row_fill, solidity, corners, axis
+    )
