@@ -85,3 +85,23 @@ class TransientError(SkuforgeError):
 
     code = "transient"
     http_status = 503
+
+
+class PlanIncompatibleError(SkuforgeError):
+    """A stored (pinned) plan cannot run in this process as it was planned."""
+
+    code = "plan_incompatible"
+    http_status = 409
+
+
+class UnknownStageError(PlanIncompatibleError):
+    """The plan names a stage this process has not registered."""
+
+    code = "unknown_stage"
+
+
+class StageVersionMismatchError(PlanIncompatibleError):
+    """The plan was made for another version of a stage than the one registered here: its
+    outputs (and cache keys) would differ from what was pinned."""
+
+    code = "stage_version_mismatch"

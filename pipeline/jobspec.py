@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from brand_rules import BrandRules
-from pipeline.backends.selection import cutout_backend_resolver
+from pipeline.backends.selection import settings_backend_resolver
 from pipeline.errors import UnknownTemplateError
-from pipeline.plan import Plan, build_plan
+from pipeline.plan import BackendResolver, Plan, build_plan
 from pipeline.settings import Settings
-from sku_templates import Sku, TemplateNotFoundError, load_template, template_for_sku
+from sku_templates import Sku, Template, TemplateNotFoundError, load_template, template_for_sku
 
 
 class JobSpec(BaseModel):
@@ -34,17 +34,27 @@ class JobSpec(BaseModel):
         return self.template or template_for_sku(self.sku)
 
 
-def build_job_plan(spec: JobSpec, settings: Settings) -> Plan:
-    name = spec.template_name
-    try:
-        template = load_template(name)
-    except TemplateNotFoundError as exc:
-        raise UnknownTemplateError(str(exc), template=name, known=exc.known) from exc
+def build_job_plan(
+    spec: JobSpec,
+    settings: Settings,
+    *,
+    resolver: BackendResolver | None = None,
+    template: Template | None = None,
+) -> Plan:
+    """The job's plan. ``resolver`` defaults to this process's settings (the CLI); the API
+    passes one that knows the workers' models. ``template`` replaces loading
+    ``spec.template_name`` (a revision pins its parent's template content)."""
+    if template is None:
+        name = spec.template_name
+        try:
+            template = load_template(name)
+        except TemplateNotFoundError as exc:
+            raise UnknownTemplateError(str(exc), template=name, known=exc.known) from exc
     return build_plan(
         template,
         overrides=spec.overrides,
         seed=spec.seed,
-        resolve_cutout_backend=cutout_backend_resolver(settings.rembg),
+        resolve_backend=resolver or settings_backend_resolver(settings.rembg),
         brand=spec.brand,
         sku=spec.sku,
         has_logo="logo" in spec.extras,

@@ -3,6 +3,11 @@
 For each output: its digest, media type, file name, stage invocation, stage version,
 backend and model revision, canonical parameters, seed, input digests, cache key, whether
 this run took it from the cache, and the CPU/wall seconds of the run that computed it.
+
+File names are the invocation's export stem plus the extension its stage declares for the
+media type (``OutputSpec.media``). An output carries the verdict of the check whose
+subject is its invocation (a packshot slot's image, the GLB for every 3D model file, the
+MP4 for the whole turntable set).
 """
 
 from __future__ import annotations
@@ -11,26 +16,42 @@ import platform
 from typing import Any
 
 from pipeline.executor import JobResult
+from pipeline.plan import Plan
+from pipeline.registry import all_specs, get_spec
+from pipeline.stage import SUBJECT_SOURCE
 from pipeline.version import __version__
 from sku_templates.schema import Sku
 
 LINEAGE_SCHEMA = "skuforge.lineage/1"
-EXTENSIONS = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "application/json": ".json",
-    "model/gltf-binary": ".glb",
-    "model/vnd.usdz+zip": ".usdz",
-    "video/mp4": ".mp4",
-    "video/webm": ".webm",
-    "application/zip": ".zip",
-}
-
-
 VERDICT_ORDER = ("approved", "needs_review", "rejected")
-# stage -> the validate slot whose verdict its outputs carry (GLB for export3d, MP4 for the spin)
-VALIDATED_AS = {"export3d": "model", "turntable": "turntable"}
+
+
+def extensions(stage: str | None = None) -> dict[str, str]:
+    """Media type -> file extension as ``stage`` declares them (all registered stages when
+    None; the first declaration of a media type wins)."""
+    found: dict[str, str] = {}
+    for spec in [get_spec(stage)] if stage else all_specs():
+        for output in spec.outputs:
+            for media_type, extension in output.media.items():
+                found.setdefault(media_type, extension)
+    return found
+
+
+def checked_as(plan: Plan) -> dict[str, str]:
+    """Invocation id -> the label of the check whose subject it is (its outputs carry that
+    check's verdict)."""
+    labels: dict[str, str] = {}
+    for invocation in plan.invocations:
+        spec = get_spec(invocation.stage)
+        for item in spec.inputs:
+            ref = invocation.inputs.get(item.name)
+            if item.source == SUBJECT_SOURCE and ref is not None and invocation.slot:
+                labels[ref.source] = invocation.slot
+    return labels
+
+
+def is_check(stage: str) -> bool:
+    return get_spec(stage).fan_out == "per_check"
 
 
 def job_verdict(verdicts: Any) -> str | None:
@@ -39,8 +60,11 @@ def job_verdict(verdicts: Any) -> str | None:
     return max(seen, key=VERDICT_ORDER.index) if seen else None
 
 
-def export_name(stem: str, media_type: str) -> str:
-    return stem + EXTENSIONS.get(media_type, ".bin")
+def export_name(stem: str, media_type: str, stage: str | None = None) -> str:
+    """The file name of an exported output: the stage's own extension for the media type,
+    else any stage's, else ``.bin``."""
+    extension = extensions(stage).get(media_type) if stage else None
+    return stem + (extension or extensions().get(media_type, ".bin"))
 
 
 def build_lineage(
@@ -63,7 +87,7 @@ def build_lineage(
             }
             stem = invocation.exports.get(name)
             if stem:
-                entry["file"] = export_name(stem, ref.media_type)
+                entry["file"] = export_name(stem, ref.media_type, invocation.stage)
                 outputs.append(
                     {
                         "file": entry["file"],
@@ -101,15 +125,13 @@ def build_lineage(
     verdicts = {
         r.invocation.slot: str(r.info.get("verdict"))
         for r in result.records
-        if r.invocation.stage == "validate" and r.invocation.slot
+        if is_check(r.invocation.stage) and r.invocation.slot
     }
+    labels = checked_as(result.plan)
     for output in outputs:
-        if output["stage"].startswith("packshots."):
-            checked_as = output["slot"]
-        else:  # the 3D outputs share the verdict of the file that was checked
-            checked_as = VALIDATED_AS.get(output["stage"])
-        if checked_as in verdicts:
-            output["verdict"] = verdicts[checked_as]
+        label = labels.get(output["stage"])
+        if label in verdicts:
+            output["verdict"] = verdicts[label]
     return {
         "schema": LINEAGE_SCHEMA,
         "verdict": job_verdict(verdicts.values()),

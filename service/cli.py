@@ -40,6 +40,7 @@ from pipeline.executor import StageRecord
 from pipeline.imaging.codecs import decode_rgb
 from pipeline.plan import APPAREL_CATEGORIES, Invocation, parse_overrides
 from pipeline.settings import get_settings
+from pipeline.templates import section_params, template_slots
 from pipeline.version import __version__
 from service.local_jobs import export_job, read_brand, read_sku, run_local_job
 from sku_templates import list_templates
@@ -258,8 +259,12 @@ def cmd_templates(args: argparse.Namespace) -> int:
     for column in ("name", "cutout", "packshot slots", "description"):
         table.add_column(column)
     for template in list_templates():
-        slots = ", ".join(f"{s.name} ({s.width}x{s.height} {s.format})" for s in template.packshots)
-        table.add_row(template.name, template.cutout.backend, slots, template.description)
+        slots = ", ".join(
+            f"{s['name']} ({s['width']}x{s['height']} {s['format']})"
+            for s in template_slots(template)
+        )
+        cutout = section_params(template, "cutout").model_dump(mode="json")
+        table.add_row(template.name, cutout["backend"], slots, template.description)
     Console().print(table)
     return 0
 

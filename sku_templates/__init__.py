@@ -14,7 +14,6 @@ from sku_templates.schema import (
     CutoutParams,
     IngestParams,
     PackshotParams,
-    PackshotSlot,
     Sku,
     Template,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "CutoutParams",
     "IngestParams",
     "PackshotParams",
-    "PackshotSlot",
     "Sku",
     "SkuFileError",
     "Template",

@@ -1,13 +1,17 @@
 """Schemas for SKU templates (what to produce) and SKU files (what the product is).
 
-Stage parameter models live here too, so a template slot and a ``--set`` override are
-validated by the same class. This package imports nothing else from skuforge.
+A template is generic here: a mapping of stage name -> that stage's raw parameters (with
+``slots`` for stages made once per slot). This package imports nothing else from skuforge,
+so it cannot know the stages; ``pipeline`` checks each section against the stage's declared
+parameter model when it builds a plan (``pipeline.templates``). The parameter models of the
+built-in stages live here, where the stages and their tests import them from; a new stage
+may declare its model in its own module.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -173,43 +177,55 @@ class TurntableParams(StrictModel):
 
 
 # -- templates ------------------------------------------------------------------------------
-class PackshotSlot(PackshotParams):
-    name: Annotated[str, Field(pattern=_SLUG)]
-    preset: str | None = Field(
-        default=None, description="marketplace preset this slot is made for (e.g. amazon_main)"
-    )
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+SLOTS_KEY = "slots"  # a section's list of slots, for stages made once per slot
+SLOT_NAME_KEY = "name"
 
 
-class ThreeD(StrictModel):
-    """The 3D part of a template: the mesh and what is made from it."""
-
-    shape: ShapeParams = Field(default_factory=ShapeParams)
-    export3d: Export3dParams = Field(default_factory=Export3dParams)
-    views: ViewsParams = Field(default_factory=ViewsParams)
-    turntable: TurntableParams = Field(default_factory=TurntableParams)
-    model_preset: str | None = Field(
-        default="shopify", description="preset the GLB is validated against (with the brand)"
-    )
+def _check_slots(stage: str, slots: Any) -> None:
+    if not isinstance(slots, list) or not slots:
+        raise ValueError(f"{stage}.{SLOTS_KEY} must be a non-empty list")
+    names = []
+    for slot in slots:
+        name = slot.get(SLOT_NAME_KEY) if isinstance(slot, dict) else None
+        if not isinstance(name, str) or not re.match(_SLUG, name):
+            raise ValueError(
+                f"every {stage} slot needs a name of lower-case letters, digits, _ or -; "
+                f"got {slot!r}"
+            )
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate {stage} slot names: {names}")
 
 
 class Template(StrictModel):
+    """What a job makes: which stages, with which parameters.
+
+    ``stages`` maps a stage name to its section: the parameters the template sets (the rest
+    keep the stage's defaults), ``slots`` (a list of parameter sets, each with a ``name``)
+    for stages made once per slot, and ``preset`` where the stage's output is validated
+    against a marketplace preset. Stages a listed stage needs (``ingest`` before ``cutout``)
+    run with their defaults without being listed.
+    """
+
     name: Annotated[str, Field(pattern=_SLUG)]
     description: str
     categories: list[str] = Field(default_factory=list)
-    cutout: CutoutParams = Field(default_factory=CutoutParams)
-    packshots: list[PackshotSlot] = Field(min_length=1)
-    three_d: ThreeD | None = Field(
-        default=None,
-        description="mesh, GLB/USDZ, views and turntable; omitted: the template makes no 3D",
-    )
+    stages: dict[str, dict[str, Any]] = Field(min_length=1)
 
-    @field_validator("packshots")
+    @field_validator("stages")
     @classmethod
-    def _unique_slots(cls, slots: list[PackshotSlot]) -> list[PackshotSlot]:
-        names = [s.name for s in slots]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate packshot slot names: {names}")
-        return slots
+    def _sections(cls, stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for stage, section in stages.items():
+            if not _STAGE_NAME.match(stage):
+                raise ValueError(f"stage name {stage!r}: use lower-case letters, digits and _")
+            if SLOTS_KEY in section:
+                _check_slots(stage, section[SLOTS_KEY])
+        return stages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full content as JSON (what a pinned plan stores instead of the name)."""
+        return self.model_dump(mode="json")
 
 
 # -- SKU files ------------------------------------------------------------------------------

@@ -10,10 +10,15 @@ still-running task to a second worker.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celery import Celery
 from kombu.entity import Queue
 
 from pipeline.settings import get_settings
+
+if TYPE_CHECKING:
+    from pipeline.plan import Invocation
 
 QUEUES = ("default", "cpu", "gpu", "bulk")
 
@@ -46,8 +51,7 @@ def configure(celery: Celery) -> None:
 configure(app)
 
 
-def queue_for(stage: str, backend: str) -> str:
-    """Model backends go to GPU workers; everything procedural to CPU workers."""
-    if backend.startswith(("rembg:", "diffusers")):
-        return "gpu"
-    return "cpu"
+def queue_for(invocation: Invocation) -> str:
+    """The queue of the invocation's resource class: ``gpu`` when its stage or its concrete
+    backend needs a GPU (``StageSpec.resources``), else ``cpu``."""
+    return invocation.resource

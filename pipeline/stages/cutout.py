@@ -9,17 +9,30 @@ as-is whatever the backend: there is nothing left to cut.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
 
-from pipeline.backends.classical_cutout import ClassicalOptions, MatteResult, classical_matte
 from pipeline.errors import ModelUnavailableError, NoProductFoundError
 from pipeline.imaging.codecs import decode_rgb, encode_png
-from pipeline.stage import Blob, StageContext, StageResult, json_blob
+from pipeline.stage import (
+    Blob,
+    InputSpec,
+    OutputSpec,
+    Resources,
+    StageContext,
+    StageResult,
+    StageSpec,
+    json_blob,
+)
 from sku_templates.schema import CutoutParams
+
+if TYPE_CHECKING:
+    from pipeline.backends.classical_cutout import MatteResult
+
+# OpenCV (classical backend) and scikit-image (the colour reference) load only to run.
+_IMPLEMENTATION = ("pipeline.backends.classical_cutout", "skimage.color")
 
 
 def alpha_bbox(alpha: np.ndarray, threshold: float = 0.02) -> list[int]:
@@ -32,12 +45,26 @@ def alpha_bbox(alpha: np.ndarray, threshold: float = 0.02) -> list[int]:
 
 
 class CutoutStage:
-    name = "cutout"
-    version = "3"
-    params_model: type[BaseModel] = CutoutParams
-    input_names: tuple[str, ...] = ("image",)
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="cutout",
+        version="3",
+        params=CutoutParams,
+        inputs=(InputSpec("image", "ingest.image"),),
+        outputs=(
+            OutputSpec("cutout", {"image/png": ".png"}, export="cutout"),
+            OutputSpec("matte", {"image/png": ".png"}, export="matte"),
+            OutputSpec("info", {"application/json": ".json"}),
+        ),
+        # ``auto`` and ``rembg`` are resolved when the plan is built (backends.selection)
+        backends=("classical", "rembg:*"),
+        backend_param="backend",
+        resources=Resources(memory_mb=2048, gpu_backends=("rembg:*",)),
+        preload=_IMPLEMENTATION,
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
+        from pipeline.backends.classical_cutout import ClassicalOptions, classical_matte
+
         assert isinstance(params, CutoutParams)
         pixels = decode_rgb(inputs["image"])
         if pixels.shape[2] == 4 and (pixels[..., 3] < 250).mean() > 0.01:
@@ -89,6 +116,8 @@ class CutoutStage:
 
 
 def _from_input_alpha(rgba: np.ndarray) -> MatteResult:
+    from pipeline.backends.classical_cutout import MatteResult
+
     alpha = rgba[..., 3].astype(np.float32) / 255.0
     return MatteResult(
         alpha=alpha,
@@ -99,6 +128,8 @@ def _from_input_alpha(rgba: np.ndarray) -> MatteResult:
 
 
 def _rembg_matte(rgb: np.ndarray, model: str, ctx: StageContext) -> MatteResult:
+    from pipeline.backends.classical_cutout import MatteResult
+
     if ctx.models is None:
         raise ModelUnavailableError("this executor provides no models")
     session = ctx.models.rembg_session(model)

@@ -10,8 +10,9 @@ pixels, typically 5-10x smaller), then halved with area averaging until both fit
 texture reaches 256 px; ``info["texture"]`` says what was shipped and why.
 
 The poster is a transparent ``poster_size`` square render from the front (azimuth 0) at
-``poster_elevation_deg``, framed as ``views`` frames (one distance that holds the mesh from
-any azimuth), so it matches the first frame a viewer shows.
+``poster_elevation_deg``, framed as ``views`` frames (``pipeline.camera_framing``: one
+distance that holds the mesh from any azimuth), so it matches the first frame a viewer
+shows.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import io
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
 
+from pipeline.camera_framing import camera_info, orbit_cameras
 from pipeline.formats.gltf import MEDIA_TYPE as GLB_MEDIA_TYPE
 from pipeline.formats.gltf import encode_glb
 from pipeline.formats.usdz import MEDIA_TYPE as USDZ_MEDIA_TYPE
@@ -34,8 +34,7 @@ from pipeline.formats.usdz import encode_usdz
 from pipeline.imaging.codecs import encode_png
 from pipeline.mesh.codec import decode_mesh
 from pipeline.rendering import OffscreenRenderer, TexturedMesh
-from pipeline.stage import Blob, StageContext, StageResult
-from pipeline.stages.views import camera_info, orbit_cameras
+from pipeline.stage import Blob, Check, InputSpec, OutputSpec, StageContext, StageResult, StageSpec
 from pipeline.version import __version__
 from sku_templates.schema import Export3dParams
 
@@ -75,6 +74,8 @@ def power_of_two(texture: np.ndarray, largest: int = MAX_TEXTURE_SIDE) -> np.nda
     WebGL 1 viewers cannot mipmap or repeat other sizes (the Khronos validator flags them as
     IMAGE_NPOT_DIMENSIONS) and GPUs store them padded anyway; the UVs are normalised, so
     resampling the image changes nothing else."""
+    import cv2  # lazily: listing the stages must not load OpenCV
+
     height, width = texture.shape[:2]
 
     def nearest(side: int) -> int:
@@ -89,6 +90,8 @@ def power_of_two(texture: np.ndarray, largest: int = MAX_TEXTURE_SIDE) -> np.nda
 
 
 def _halved(texture: np.ndarray) -> np.ndarray:
+    import cv2
+
     height, width = texture.shape[:2]
     size = (max(1, width // 2), max(1, height // 2))
     return np.asarray(cv2.resize(texture, size, interpolation=cv2.INTER_AREA), np.uint8)
@@ -132,11 +135,26 @@ def build_models(
     return glb, usdz, details
 
 
+_USD_MODULES = ("pxr.Gf", "pxr.Kind", "pxr.Sdf", "pxr.Usd", "pxr.UsdGeom", "pxr.UsdShade", "pxr.Vt")
+
+
 class Export3dStage:
-    name = "export3d"
-    version = "1"
-    params_model: type[BaseModel] = Export3dParams
-    input_names: tuple[str, ...] = ("mesh",)
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="export3d",
+        version="1",
+        params=Export3dParams,
+        inputs=(InputSpec("mesh", "shape.mesh"),),
+        outputs=(
+            OutputSpec("glb", {GLB_MEDIA_TYPE: ".glb"}, export="model/model"),
+            OutputSpec("usdz", {USDZ_MEDIA_TYPE: ".usdz"}, export="model/model"),
+            OutputSpec("poster", {"image/png": ".png"}, export="model/poster"),
+        ),
+        backends=("gltf+usd",),
+        preload=("moderngl", *_USD_MODULES, "cv2"),
+        # the GLB against the template's model preset (Shopify: 15 MB, one material)
+        check=Check("glb", label="model", preset="shopify"),
+        optional_3d=True,
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         assert isinstance(params, Export3dParams)

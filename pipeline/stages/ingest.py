@@ -12,11 +12,10 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
-from pydantic import BaseModel
 
 from pipeline.errors import (
     CorruptImageError,
@@ -27,7 +26,16 @@ from pipeline.errors import (
 )
 from pipeline.imaging.codecs import encode_png
 from pipeline.imaging.colour import srgb_profile
-from pipeline.stage import Blob, StageContext, StageResult
+from pipeline.stage import (
+    CAPTURE_SOURCE,
+    Blob,
+    InputSpec,
+    OutputSpec,
+    Resources,
+    StageContext,
+    StageResult,
+    StageSpec,
+)
 from sku_templates.schema import IngestParams
 
 # A truncated file is an error here, never a half-grey image.
@@ -89,10 +97,16 @@ def _open_heif(data: bytes) -> Image.Image:
 
 
 class IngestStage:
-    name = "ingest"
-    version = "1"
-    params_model: type[BaseModel] = IngestParams
-    input_names: tuple[str, ...] = ("capture",)
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="ingest",
+        version="1",
+        params=IngestParams,
+        inputs=(InputSpec("capture", CAPTURE_SOURCE),),
+        outputs=(OutputSpec("image", {"image/png": ".png"}, export="capture"),),
+        backends=("pillow",),
+        # up to the 100-megapixel limit: the decoded capture, its sRGB copy and the PNG
+        resources=Resources(memory_mb=2048),
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         limits = {**DEFAULT_LIMITS, **ctx.limits}

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
 
 from pipeline.imaging.codecs import decode_rgba, encode_jpeg, encode_png, encode_webp
 from pipeline.imaging.colour import hex_to_rgb
 from pipeline.imaging.xmp import COMPOSITE_WITH_TRAINED, TRAINED_ALGORITHMIC, xmp_packet
-from pipeline.stage import Blob, StageContext, StageResult
+from pipeline.stage import Blob, Check, InputSpec, OutputSpec, StageContext, StageResult, StageSpec
 from pipeline.version import __version__
 from sku_templates.schema import PackshotParams
 
@@ -30,10 +28,23 @@ SOURCE_TYPES = {"model": COMPOSITE_WITH_TRAINED, "generated": TRAINED_ALGORITHMI
 
 
 class PackshotStage:
-    name = "packshots"
-    version = "1"
-    params_model: type[BaseModel] = PackshotParams
-    input_names: tuple[str, ...] = ("cutout", "cutout_info")
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="packshots",
+        version="1",
+        params=PackshotParams,
+        inputs=(InputSpec("cutout", "cutout.cutout"), InputSpec("cutout_info", "cutout.info")),
+        outputs=(
+            OutputSpec(
+                "image",
+                {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"},
+                export="packshots/{slot}",
+            ),
+        ),
+        backends=("compose",),
+        preload=("cv2",),
+        fan_out="per_slot",
+        check=Check("image"),  # against the slot's preset
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         assert isinstance(params, PackshotParams)
@@ -70,6 +81,8 @@ class PackshotStage:
 
 def _place(product: np.ndarray, params: PackshotParams) -> tuple[np.ndarray, dict[str, Any]]:
     """Resize the premultiplied product and decide where it goes."""
+    import cv2  # lazily: listing the stages must not load OpenCV
+
     ph, pw = product.shape[:2]
     W, H = params.width, params.height
     margin_x, margin_y = params.margin * W, params.margin * H
@@ -99,6 +112,8 @@ _SHADOW_SCALE = 4  # shadows are soft: build them at 1/4 resolution, then upsamp
 
 
 def _shadow(layout: dict[str, Any], alpha: np.ndarray, params: PackshotParams) -> np.ndarray:
+    import cv2
+
     W, H = params.width, params.height
     f = _SHADOW_SCALE
     w, h = max(1, W // f), max(1, H // f)

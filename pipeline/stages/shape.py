@@ -9,24 +9,46 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
-
-from pydantic import BaseModel
+from typing import Any, ClassVar
 
 from pipeline.imaging.codecs import decode_rgba
 from pipeline.mesh.codec import MEDIA_TYPE, encode_mesh
-from pipeline.mesh.reconstruct import reconstruct
-from pipeline.stage import Blob, StageContext, StageResult
+from pipeline.stage import (
+    Blob,
+    InputSpec,
+    JobContext,
+    OutputSpec,
+    StageContext,
+    StageResult,
+    StageSpec,
+)
 from sku_templates.schema import ShapeParams
 
 
+def _sku_size(job: JobContext) -> dict[str, Any]:
+    """The SKU's real width/height/depth in mm (part of the cache key), where it gives them."""
+    dimensions = job.sku.dimensions if job.sku else None
+    return dimensions.model_dump(exclude_none=True) if dimensions else {}
+
+
 class ShapeStage:
-    name = "shape"
-    version = "1"
-    params_model: type[BaseModel] = ShapeParams
-    input_names: tuple[str, ...] = ("cutout", "cutout_info")
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="shape",
+        version="1",
+        params=ShapeParams,
+        inputs=(InputSpec("cutout", "cutout.cutout"), InputSpec("cutout_info", "cutout.info")),
+        outputs=(OutputSpec("mesh", {MEDIA_TYPE: ".mesh"}),),
+        # ``auto`` stays as requested: the stage picks from the silhouette and says why
+        backends=("auto", "lathe", "extrude", "inflate"),
+        backend_param="backend",
+        preload=("moderngl", "pipeline.mesh.reconstruct"),
+        job_params=_sku_size,
+        optional_3d=True,
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
+        from pipeline.mesh.reconstruct import reconstruct  # OpenCV and SciPy: only to run
+
         assert isinstance(params, ShapeParams)
         info = json.loads(inputs["cutout_info"])
         rgba = decode_rgba(inputs["cutout"])

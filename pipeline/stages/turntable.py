@@ -21,8 +21,9 @@ frame (+Y up, front +Z, and a viewer in front of the product has +X on their rig
 
 The tests pin this down with a sphere painted with markers on its +X, -X and +Z sides.
 
-Framing is the one of ``views`` (one distance and target for every frame, holding the mesh
-at any azimuth), so the product keeps its size through the spin.
+Framing is the one of ``views`` (``pipeline.camera_framing``: one distance and target for
+every frame, holding the mesh at any azimuth), so the product keeps its size through the
+spin.
 
 Speed: one renderer draws every frame (4x MSAA: without it the silhouette's stair-steps
 crawl as the product turns), and each frame streams into the encoders while the next one
@@ -37,12 +38,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel
 
+from pipeline.camera_framing import camera_info, orbit_cameras, spin_azimuth
 from pipeline.formats.video import (
     MP4_MEDIA_TYPE,
     SPIN_MEDIA_TYPE,
@@ -54,20 +55,42 @@ from pipeline.formats.video import (
 )
 from pipeline.imaging.codecs import encode_jpeg
 from pipeline.imaging.colour import hex_to_rgb
+from pipeline.imaging.premultiplied import over_colour
 from pipeline.mesh.codec import decode_mesh
 from pipeline.rendering import OffscreenRenderer
-from pipeline.stage import Blob, StageContext, StageResult
-from pipeline.stages.views import camera_info, orbit_cameras, over_colour, spin_azimuth
+from pipeline.stage import (
+    Blob,
+    Check,
+    InputSpec,
+    OutputSpec,
+    Resources,
+    StageContext,
+    StageResult,
+    StageSpec,
+)
 from sku_templates.schema import TurntableParams
 
 MSAA_SAMPLES = 4  # see the module notes: the main cost of this stage on a CPU
 
 
 class TurntableStage:
-    name = "turntable"
-    version = "1"
-    params_model: type[BaseModel] = TurntableParams
-    input_names: tuple[str, ...] = ("mesh",)
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="turntable",
+        version="1",
+        params=TurntableParams,
+        inputs=(InputSpec("mesh", "shape.mesh"),),
+        outputs=(
+            OutputSpec("mp4", {MP4_MEDIA_TYPE: ".mp4"}, export="turntable/turntable"),
+            OutputSpec("webm", {WEBM_MEDIA_TYPE: ".webm"}, export="turntable/turntable"),
+            OutputSpec("spin", {SPIN_MEDIA_TYPE: ".zip"}, export="turntable/spin"),
+            OutputSpec("poster", {"image/jpeg": ".jpg"}, export="turntable/poster"),
+        ),
+        backends=("moderngl+pyav",),
+        resources=Resources(memory_mb=1536),
+        preload=("moderngl", "av", "cv2"),
+        check=Check("mp4", label="turntable"),  # against the brand's video rules only
+        optional_3d=True,
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
         assert isinstance(params, TurntableParams)

@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from brand_rules import BrandRules, ValidationContext, load_preset, overlay_png, validate_asset
+from brand_rules import BrandRules
 from brand_rules.media import media_kind
 from pipeline.imaging.codecs import decode_rgb
-from pipeline.stage import Blob, StageContext, StageResult, json_blob
+from pipeline.stage import (
+    EXTRA_PREFIX,
+    SUBJECT_SOURCE,
+    Blob,
+    InputSpec,
+    JobContext,
+    OutputSpec,
+    StageContext,
+    StageResult,
+    StageSpec,
+    json_blob,
+)
+
+APPAREL_CATEGORIES = frozenset({"apparel", "clothing", "fashion", "textile"})
 
 
 class ValidateParams(BaseModel):
@@ -30,13 +43,49 @@ class ValidateParams(BaseModel):
     apparel: bool = False
 
 
+def _from_job(job: JobContext) -> dict[str, Any]:
+    """What every check of a job shares: the brand, the SKU's colours, apparel or not."""
+    sku = job.sku
+    brand = job.brand or BrandRules(brand=sku.brand if sku else "default")
+    return {
+        "brand": brand.model_dump(mode="json"),
+        "declared_colours": list(sku.colours) if sku else [],
+        "apparel": job.template == "apparel_flat"
+        or bool(sku and (sku.category or "").lower() in APPAREL_CATEGORIES),
+    }
+
+
 class ValidateStage:
-    name = "validate"
-    version = "1"
-    params_model: type[BaseModel] = ValidateParams
-    input_names: tuple[str, ...] = ("image", "cutout_info", "logo")
+    spec: ClassVar[StageSpec] = StageSpec(
+        name="validate",
+        version="1",
+        params=ValidateParams,
+        inputs=(
+            InputSpec("image", SUBJECT_SOURCE),
+            InputSpec("cutout_info", "cutout.info"),
+            InputSpec("logo", f"{EXTRA_PREFIX}logo", optional=True, images_only=True),
+        ),
+        outputs=(
+            OutputSpec("report", {"application/json": ".json"}, export="reports/{slot}"),
+            OutputSpec(
+                "overlay",
+                {"image/png": ".png"},
+                export="reports/{slot}.overlay",
+                images_only=True,
+            ),
+        ),
+        backends=("brand_rules",),
+        # the checks (OpenCV, SciPy, scikit-image) and PyAV for the videos
+        preload=("av", "brand_rules.validator"),
+        fan_out="per_check",
+        preset_param="preset",
+        job_params=_from_job,
+        settable=False,  # the brand rules are the parameters: edit the brand, not the plan
+    )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
+        from brand_rules import ValidationContext, load_preset, overlay_png, validate_asset
+
         assert isinstance(params, ValidateParams)
         info = json.loads(inputs["cutout_info"])
         lab = info.get("product_lab_median")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from brand_rules import BrandRules
+from pipeline.templates import template_slots
 from service.deps import SessionDep, TenantDep
 from service.problems import ProblemError
 from service.schemas import BrandRulesPublic, TemplateList, TemplatePublic
@@ -28,7 +29,7 @@ def read_templates(tenant: TenantDep) -> TemplateList:
                 name=t.name,
                 description=t.description,
                 categories=t.categories,
-                slots=[slot.model_dump(mode="json") for slot in t.packshots],
+                slots=template_slots(t),
             )
             for t in list_templates()
         ]
