@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The dependency lock: requirements/lock.txt pins every package that skuforge[dev] and its
+# build backend need, each with the sha256 of every file PyPI has for that version, for
+# CPython 3.11 on linux x86_64. scripts/bootstrap.sh installs exactly that.
+#
+#   ./scripts/lock.sh                        regenerate after editing pyproject.toml's
+#                                            dependency lists (keeps every other pin)
+#   ./scripts/lock.sh --upgrade              move every pin to the newest allowed release
+#   ./scripts/lock.sh --upgrade-package X    move one pin (other pip-compile flags pass through)
+#   ./scripts/lock.sh --check                exit 1 if the lock is stale (CI and bootstrap run it)
+#
+# The lock's header records a sha256 of the inputs (build-system.requires, requires-python,
+# dependencies and the dev extra); --check recomputes it from pyproject.toml, so a dependency
+# change without a new lock fails CI with a message that names this script.
+#
+# Resolution sees PyPI plus SKUFORGE_LOCK_FIND_LINKS (default /opt/wheels when it exists),
+# and nothing from the machine's pip configuration (its local mirror indexes would add hashes
+# that exist nowhere else). The find-links folder is what lets a torch>=2.4,<2.14 requirement
+# resolve to the CPU wheel 2.13.0+cpu lying there: PEP 440 orders 2.13.0+cpu above PyPI's
+# 2.13.0 (a CUDA build), and pip-compile hashes the local file, which bootstrap then finds
+# through the same folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LOCK=requirements/lock.txt
+PIP_LOCK=requirements/pip.txt  # pip itself, which bootstrap upgrades to before the rest
+PIP_VERSION=26.3
+PYTHON="${PYTHON:-python3}"
+
+# The digest of pyproject.toml's dependency lists. Requirements are compared without
+# whitespace and in sorted order: reformatting or reordering them changes no resolution.
+inputs_digest() {
+  "$PYTHON" - pyproject.toml <<'EOF'
+import hashlib
+import json
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as f:
+    data = tomllib.load(f)
+project = data["project"]
+
+
+def norm(reqs: list[str]) -> list[str]:
+    return sorted("".join(r.split()) for r in reqs)
+
+
+inputs = {
+    "build-system.requires": norm(data["build-system"]["requires"]),
+    "requires-python": "".join(project["requires-python"].split()),
+    "dependencies": norm(project["dependencies"]),
+    "optional-dependencies.dev": norm(project["optional-dependencies"]["dev"]),
+}
+print(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest())
+EOF
+}
+
+recorded_digest() {
+  sed -n 's/^# inputs-sha256: \([0-9a-f]\{64\}\)$/\1/p' "$LOCK" 2>/dev/null | head -n1
+}
+
+if [ "${1:-}" = "--check" ]; then
+  if [ ! -f "$LOCK" ]; then
+    echo "error: $LOCK is missing; generate it with ./scripts/lock.sh and commit it" >&2
+    exit 1
+  fi
+  want="$(inputs_digest)"
+  have="$(recorded_digest)"
+  if [ "$want" != "$have" ]; then
+    echo "error: $LOCK is stale: pyproject.toml's dependency lists changed since it was" \
+      "generated (lock records ${have:-no digest}, pyproject.toml gives $want)." \
+      "Regenerate it with ./scripts/lock.sh and commit $LOCK." >&2
+    exit 1
+  fi
+  exit 0
+fi
+
+# The lock is only valid for the interpreter and platform it was resolved on.
+platform="$("$PYTHON" -c 'import platform, sys; print(f"{sys.version_info[0]}.{sys.version_info[1]} {sys.platform} {platform.machine()}")')"
+if [ "$platform" != "3.11 linux x86_64" ]; then
+  echo "error: the lock targets CPython 3.11 on linux x86_64; $PYTHON is $platform" \
+    "(set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+# pip-compile runs from its own small venv, pinned, so the project's venv never holds it
+# and regenerating works even when the project's venv cannot be installed (a stale lock).
+TOOLS="${SKUFORGE_LOCK_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/skuforge/lock-tools}"
+if [ ! -x "$TOOLS/bin/pip-compile" ]; then
+  "$PYTHON" -m venv "$TOOLS"
+  PIP_CONFIG_FILE=/dev/null "$TOOLS/bin/python" -m pip install --quiet \
+    "pip==$PIP_VERSION" "pip-tools==7.6.2"
+fi
+
+find_links=()
+FIND_LINKS="${SKUFORGE_LOCK_FIND_LINKS-/opt/wheels}"
+if [ -n "$FIND_LINKS" ] && [ -d "$FIND_LINKS" ]; then
+  find_links=(--find-links "$FIND_LINKS")
+fi
+
+mkdir -p "$(dirname "$LOCK")"
+body="$(mktemp)"
+trap 'rm -f "$body"' EXIT
+[ -f "$LOCK" ] && cp "$LOCK" "$body"  # pip-compile keeps the pins it finds in its output file
+compile() {
+  env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+    PIP_CONFIG_FILE=/dev/null "$TOOLS/bin/pip-compile" --quiet --no-header --generate-hashes \
+    --allow-unsafe --no-emit-index-url --no-emit-find-links "$@"
+}
+compile --extra dev --all-build-deps --strip-extras "${find_links[@]}" --output-file "$body" \
+  "$@" pyproject.toml
+pip_body="$(mktemp)"
+trap 'rm -f "$body" "$pip_body"' EXIT
+echo "pip==$PIP_VERSION" | compile --strip-extras --output-file "$pip_body" -
+{
+  echo "# pip for .venv, installed by scripts/bootstrap.sh before requirements/lock.txt."
+  echo "# Generated by ./scripts/lock.sh (PIP_VERSION there); do not edit by hand."
+  grep -v '^# The following packages are considered to be unsafe' "$pip_body"
+} >"$PIP_LOCK"
+{
+  echo "# skuforge dependency lock: skuforge[dev] and its build requirements, for CPython 3.11"
+  echo "# on linux x86_64, every file pinned by sha256. Generated by ./scripts/lock.sh; do not"
+  echo "# edit by hand. scripts/bootstrap.sh installs it with pip --require-hashes."
+  echo "# inputs-sha256: $(inputs_digest)"
+  cat "$body"
+} >"$LOCK"
+echo "wrote $LOCK ($(grep -c '^[A-Za-z0-9]' "$LOCK") packages) and $PIP_LOCK"
