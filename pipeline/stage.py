@@ -132,7 +132,9 @@ class Check:
 class Resources:
     """``gpu`` stages always go to GPU workers; ``gpu_backends`` (glob patterns such as
     ``rembg:*``) send a ``cpu`` stage there when its concrete backend is a model.
-    ``memory_mb`` is a hint of the peak a worker should have free for one invocation."""
+    ``memory_mb`` is a hint of the peak a worker should have free for one invocation: the
+    stages measured 10-260 MB over the process on the 1200 px example; the hints leave room
+    for the largest inputs the limits allow."""
 
     kind: ResourceClass = "cpu"
     memory_mb: int = 1024
