@@ -18,6 +18,7 @@ from pipeline.settings import Settings, get_settings
 from pipeline.version import __version__
 from service.body_limit import BodySizeLimit
 from service.deps import ApiContext, KeyCache
+from service.docs_ui import install_docs
 from service.metrics import JobStoreCollector, RequestMetrics, RequestMetricsMiddleware
 from service.problems import install_problem_handlers
 from service.routes import assets, captures, catalogue, health, jobs
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # install_docs serves /docs from local files, not a CDN
         redoc_url=None,
     )
     app.state.context = context
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=RequestMetrics(registry))
     install_problem_handlers(app)
+    install_docs(app, title=app.title)
     for module in (captures, jobs, assets, catalogue, health):
         app.include_router(module.router)
     return app
