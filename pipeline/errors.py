@@ -87,6 +87,13 @@ class TransientError(SkuforgeError):
     http_status = 503
 
 
+class RetriesExhaustedError(SkuforgeError):
+    """A stage kept failing with a transient error until its retries ran out."""
+
+    code = "stage_retries_exhausted"
+    http_status = 503
+
+
 class PlanIncompatibleError(SkuforgeError):
     """A stored (pinned) plan cannot run in this process as it was planned."""
 

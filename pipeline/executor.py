@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pipeline.errors import SkuforgeError, StageFailedError, TransientError
 from pipeline.native import preload
@@ -100,7 +100,40 @@ class JobResult:
         return next(r for r in self.records if r.invocation.id == invocation_id)
 
 
+class MissingOutputError(SkuforgeError):
+    """Assembling a job found an invocation whose outputs are not in the store."""
+
+    code = "missing_output"
+
+
+class RevisionedModelProvider(Protocol):
+    """A provider that can refuse a model whose file is not the pinned revision."""
+
+    def rembg_session(self, model: str, revision: str | None = None) -> Any: ...
+
+
+class _PinnedModels:
+    """The model provider as one invocation sees it: only the pinned model revision, so a
+    model file replaced on a worker never silently changes a job's outputs."""
+
+    def __init__(self, models: ModelProvider, revision: str | None) -> None:
+        self._models, self._revision = models, revision
+
+    def rembg_session(self, model: str) -> Any:
+        if self._revision is None:
+            return self._models.rembg_session(model)
+        pinned = cast(RevisionedModelProvider, self._models)
+        return pinned.rembg_session(model, self._revision)
+
+
 class InProcessExecutor:
+    """Runs invocations against a store.
+
+    CPU seconds: with ``max_workers=1`` (a worker process, one stage at a time) a stage's
+    ``cpu_s`` is the process's CPU time over the stage, every thread included (OpenCV's,
+    onnxruntime's, the encoders'); with several stages on threads at once (the CLI) only
+    the stage's own thread can be attributed to it, so it is that thread's time."""
+
     def __init__(
         self,
         store: BlobStore,
@@ -115,6 +148,7 @@ class InProcessExecutor:
         self.models = models
         self.limits = dict(limits or {})
         self.observer = observer
+        self._cpu_clock = time.process_time if self.max_workers == 1 else time.thread_time
 
     def run(
         self, plan: Plan, capture_digest: str, extra_digests: Mapping[str, str] | None = None
@@ -193,6 +227,41 @@ class InProcessExecutor:
             produced[ancestor.id] = {n: o["digest"] for n, o in manifest["outputs"].items()}
         return _input_digests(invocation, capture_digest, extras, produced)
 
+    def collect(
+        self, plan: Plan, capture_digest: str, extra_digests: Mapping[str, str] | None = None
+    ) -> JobResult:
+        """The job's records from the stored manifests only: nothing is computed. A missing
+        manifest means a stage did not finish, which the caller must not paper over."""
+        extras = dict(extra_digests or {})
+        produced: dict[str, dict[str, str]] = {}
+        result = JobResult(plan=plan, capture_digest=capture_digest)
+        for invocation in plan.invocations:
+            digests = _input_digests(invocation, capture_digest, extras, produced)
+            key = invocation.cache_key(digests)
+            manifest = self._cached(key)
+            if manifest is None:
+                raise MissingOutputError(
+                    f"{invocation.id} has no stored outputs for this job", stage=invocation.id
+                )
+            outputs = {name: OutputRef(**ref) for name, ref in manifest["outputs"].items()}
+            produced[invocation.id] = {n: o.digest for n, o in outputs.items()}
+            timings = manifest["timings"]
+            result.records.append(
+                StageRecord(
+                    invocation=invocation,
+                    cache_key=key,
+                    cache_hit=True,
+                    input_digests=digests,
+                    outputs=outputs,
+                    info=manifest.get("info", {}),
+                    wall_s=float(timings["wall_s"]),
+                    cpu_s=float(timings["cpu_s"]),
+                    compute_wall_s=float(timings["wall_s"]),
+                    compute_cpu_s=float(timings["cpu_s"]),
+                )
+            )
+        return result
+
     def _cached(self, key: str) -> dict[str, Any] | None:
         raw = self.store.get_manifest(key)
         if raw is None:
@@ -208,7 +277,7 @@ class InProcessExecutor:
         key = invocation.cache_key(input_digests)
         if self.observer:
             self.observer.stage_started(invocation)
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        wall0, cpu0 = time.perf_counter(), self._cpu_clock()
         manifest = self._cached(key)
         hit = manifest is not None
         if manifest is None:
@@ -221,7 +290,7 @@ class InProcessExecutor:
             outputs={name: OutputRef(**ref) for name, ref in manifest["outputs"].items()},
             info=manifest.get("info", {}),
             wall_s=time.perf_counter() - wall0,
-            cpu_s=time.thread_time() - cpu0,
+            cpu_s=self._cpu_clock() - cpu0,
             compute_wall_s=float(manifest["timings"]["wall_s"]),
             compute_cpu_s=float(manifest["timings"]["cpu_s"]),
         )
@@ -245,11 +314,13 @@ class InProcessExecutor:
             seed=invocation.seed,
             backend=invocation.backend,
             model_revision=invocation.model_revision,
-            models=self.models,
+            models=None
+            if self.models is None
+            else _PinnedModels(self.models, invocation.model_revision),
             limits=self.limits,
             progress=progress,
         )
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        wall0, cpu0 = time.perf_counter(), self._cpu_clock()
         try:
             result = stage.run(inputs, invocation.params, ctx)
         except SkuforgeError:
@@ -258,7 +329,7 @@ class InProcessExecutor:
             raise StageFailedError(
                 f"stage {invocation.id} failed: {type(exc).__name__}: {exc}", stage=invocation.id
             ) from exc
-        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        wall, cpu = time.perf_counter() - wall0, self._cpu_clock() - cpu0
         outputs = {
             name: {
                 "digest": self.store.put(blob.data),

@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         gt=10,
         description="hard limit per stage; the broker's visibility timeout is twice this",
     )
+    stage_retries: int = Field(
+        default=8, ge=0, le=50, description="retries of a stage that fails transiently"
+    )
+    stage_retry_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="longest wait between two retries (exponential backoff)"
+    )
+    worker_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="how often a worker refreshes its registry row (queues, models); a "
+        "worker silent for 3 beats is not live",
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -1,8 +1,12 @@
-"""Accept a capture for a tenant: validate, store, record the job, enqueue its canvas.
+"""Accept a capture for a tenant: validate, store, pin the plan, record the job, start it.
 
 The plan is built before anything is written, so a bad template, override or brand is a
-typed error and leaves no job behind. The capture (and the brand logo) are stored as blobs
-first; the job row is committed before ``start_job`` is sent, so a worker always finds it.
+typed error and leaves no job behind. ``auto`` backends resolve against what live workers
+advertise (``service.model_resolution``), and the whole plan is pinned: stored with the
+job (``plans`` table, by digest), it is what every worker runs. A revision starts from its
+parent's pinned plan: the parent's template content and backend choices, with only what
+the request changes. The capture (and the brand logo) are stored as blobs first; the job
+row is committed before ``start_job`` is sent, so a worker always finds it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.jobspec import JobSpec, build_job_plan
+from pipeline.pinning import pinned_content
 from pipeline.plan import Plan
 from pipeline.settings import Settings
+from service.model_resolution import registry_resolver
+from sku_templates import Template
 from storage import LocalArtifactStore
 from storage.database import transaction
 from storage.jobs import add_event, create_job
 from storage.models import Job
+from storage.plans import store_plan
 from tasks.app import app as celery_app
 
 
@@ -39,13 +47,27 @@ def submit_capture(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     parent_id: str | None = None,
+    parent_plan: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
 ) -> Submission:
     """The job, whether it is new, and its plan. A repeat of an idempotent request returns
-    the first job, unsent."""
+    the first job, unsent. ``parent_plan`` is the pinned content of the job this one
+    revises."""
     if logo is not None:
         spec = spec.model_copy(update={"extras": {**spec.extras, "logo": store.put(logo)}})
-    plan = build_job_plan(spec, settings)
+    resolver = registry_resolver(
+        sessions, settings, pinned=(parent_plan or {}).get("resolved_backends")
+    )
+    template = (
+        Template.model_validate(parent_plan["plan"]["template_content"]) if parent_plan else None
+    )
+    plan = build_job_plan(spec, settings, resolver=resolver, template=template)
+    brand_rules = (
+        {"brand": audit["brand"], "version": audit["brand_rules_version"]}
+        if audit and "brand_rules_version" in audit
+        else (parent_plan or {}).get("brand_rules")
+    )
+    pinned = pinned_content(plan, resolved=resolver.resolved, brand_rules=brand_rules)
     capture_digest = store.put(capture)
     with transaction(sessions) as session:
         job, created = create_job(
@@ -61,6 +83,7 @@ def submit_capture(
             request_hash=request_hash,
         )
         if created:
+            job.plan_digest = store_plan(session, pinned)
             add_event(
                 session,
                 job,
@@ -68,7 +91,7 @@ def submit_capture(
                 {"stages": [i.id for i in plan.invocations], **(audit or {})},
             )
     if created:
-        # One small message; a worker turns the plan into the canvas (tasks.canvas.start_job).
+        # One small message; a worker creates the stage rows and sends what can start.
         # ignore_result: the API never waits on it, so no result listener is set up.
         celery_app.send_task(
             "skuforge.start_job", args=[job.id], queue="default", ignore_result=True

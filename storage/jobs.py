@@ -19,7 +19,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.models import ApiKey, Asset, Event, Job, StageRun, Tenant, utcnow
+from storage.models import ApiKey, Asset, Event, Job, Tenant, utcnow
 
 
 class IdempotencyConflictError(ValueError):
@@ -183,58 +183,6 @@ def events_after(session: Session, tenant_id: str, job_id: str, after_seq: int =
             .order_by(Event.seq)
         )
     )
-
-
-def stage_run(session: Session, job: Job, invocation_id: str, stage: str, backend: str) -> StageRun:
-    """The job's row for one invocation, created on first use (one row per invocation)."""
-    run = session.scalar(
-        select(StageRun).where(StageRun.job_id == job.id, StageRun.invocation_id == invocation_id)
-    )
-    if run is None:
-        run = StageRun(
-            job_id=job.id,
-            invocation_id=invocation_id,
-            stage=stage,
-            backend=backend,
-            attempts=0,
-            cache_hit=False,
-        )
-        session.add(run)
-    return run
-
-
-def mark_stage_started(run: StageRun, job: Job, session: Session) -> None:
-    run.status, run.started_at, run.attempts = "running", utcnow(), run.attempts + 1
-    if job.status == "queued":  # never revive a job that was cancelled meanwhile
-        job.status = "running"
-    add_event(session, job, "stage_started", {"stage": run.invocation_id})
-
-
-def mark_stage_done(
-    run: StageRun,
-    job: Job,
-    session: Session,
-    *,
-    cache_key: str,
-    cache_hit: bool,
-    wall_s: float,
-    cpu_s: float,
-) -> None:
-    run.status, run.finished_at = "done", utcnow()
-    run.cache_key, run.cache_hit, run.wall_s, run.cpu_s = cache_key, cache_hit, wall_s, cpu_s
-    add_event(
-        session,
-        job,
-        "stage_finished",
-        {"stage": run.invocation_id, "cache_hit": cache_hit, "wall_s": round(wall_s, 4)},
-    )
-
-
-def mark_stage_failed(run: StageRun, job: Job, session: Session, error: dict[str, Any]) -> None:
-    """The stage failed for good: so does the job, with the error kept on both."""
-    run.status, run.finished_at, run.error = "failed", utcnow(), error
-    job.status, job.error = "failed", {**error, "stage": run.invocation_id}
-    add_event(session, job, "stage_failed", {"stage": run.invocation_id, **error})
 
 
 def record_outputs(session: Session, job: Job, outputs: list[dict[str, Any]]) -> None:

@@ -26,7 +26,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from storage.database import Base
 
 JOB_STATUSES = ("queued", "running", "approved", "needs_review", "rejected", "failed", "cancelled")
-STAGE_STATUSES = ("pending", "running", "done", "failed", "skipped")
+# A job in one of these never changes status again (a late worker must not revive it).
+FINAL_JOB_STATUSES = ("approved", "needs_review", "rejected", "failed", "cancelled")
+# pending: inputs not ready; queued: sent to a queue; running: a worker holds its lease.
+STAGE_STATUSES = ("pending", "queued", "running", "done", "failed", "skipped")
 
 
 def new_id() -> str:
@@ -90,6 +93,12 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     manifest_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The pinned plan (``plans`` row): what every worker runs, resolved once at submission.
+    plan_digest: Mapped[str | None] = mapped_column(
+        ForeignKey("plans.digest", ondelete="RESTRICT"), default=None
+    )
+    # Set once, by whichever worker saw the last stage finish: finish_job is sent once.
+    finish_queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -116,6 +125,13 @@ class StageRun(Base):
     cpu_s: Mapped[float | None] = mapped_column(Float, default=None)
     gpu_s: Mapped[float | None] = mapped_column(Float, default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    queue: Mapped[str | None] = mapped_column(String(32), default=None)
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    device: Mapped[str | None] = mapped_column(String(32), default=None)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # A running stage belongs to one worker until this time (the stage's hard time limit):
+    # a redelivered or re-sent message for it waits instead of running it a second time.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
@@ -170,3 +186,33 @@ class BrandRulesVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     rules: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PinnedPlan(Base):
+    """A job's plan as resolved at submission (backends, model revisions, params, seeds,
+    edges, the template's content), addressed by the sha256 of its canonical JSON so equal
+    plans are stored once. Never rewritten."""
+
+    __tablename__ = "plans"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Worker(Base):
+    """What a worker process can run, refreshed by its heartbeat: the API resolves ``auto``
+    backends against the live rows and a job whose pinned model is on no live worker fails
+    with ``model_unavailable`` instead of waiting."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # [{"kind": "rembg", "backend": "rembg:<session>", "revision": ..., "device": ...}]
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    version: Mapped[str] = mapped_column(String(40))
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 QUEUES = ("default", "cpu", "gpu", "bulk")
 
-app = Celery("skuforge", include=["tasks.stages", "tasks.canvas", "tasks.reconcile"])
+app = Celery("skuforge", include=["tasks.stages", "tasks.reconcile", "tasks.worker_registry"])
 
 
 def configure(celery: Celery) -> None:

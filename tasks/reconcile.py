@@ -1,8 +1,12 @@
-"""The reconciler: jobs stuck past a deadline are sent again.
+"""The reconciler: jobs with no progress past a deadline get their lost messages again.
 
-A job can stall if its canvas message was lost (Redis restarted without AOF) or a chord
-never fired. Re-sending the whole canvas is safe: every stage finds its finished work in
-the stage cache and ``finish_job`` inserts asset rows once. Runs every minute from beat.
+A message can be lost (Redis restarted without AOF, a crash between a claim and its send)
+and a worker can die holding a stage's lease. For each stuck job the reconciler re-sends
+``start_job`` for a job that never started, ``run_stage`` for every ``queued`` invocation
+and every ``running`` one whose lease ran out, and ``finish_job`` when every stage is done
+but the job is not finished. All of them are safe to repeat: a stage takes its lease
+atomically and finds finished work in the stage cache; ``finish_job`` records assets once.
+Runs every minute from beat.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pipeline.jobspec import JobSpec, build_job_plan
+from storage.dispatch import resendable, run_statuses
 from storage.jobs import add_event
 from storage.models import Job, utcnow
 from tasks.app import app
-from tasks.canvas import job_canvas
+from tasks.dispatch import send_finish, send_ready, send_stage
+from tasks.pinned_plans import job_plan
 from tasks.worker_context import worker_context
 
 ACTIVE = ("queued", "running")
@@ -35,19 +40,38 @@ def stuck_jobs(session: Any, older_than: timedelta, limit: int = 100) -> list[Jo
 
 @app.task(name="skuforge.reconcile", acks_late=True)
 def reconcile(deadline_s: float | None = None) -> list[str]:
-    """Re-send the canvas of every job with no progress for ``deadline_s`` seconds (by
-    default twice the stage time limit)."""
+    """Re-send what each job with no progress for ``deadline_s`` seconds (by default twice
+    the stage time limit) is waiting for; returns the ids of the jobs touched."""
     ctx = worker_context()
     deadline = timedelta(seconds=deadline_s or 2 * ctx.settings.stage_time_limit_s)
-    resent = []
+    sends: list[tuple[str, str, Any]] = []
     with ctx.sessions() as session, session.begin():
         for job in stuck_jobs(session, deadline):
-            plan = build_job_plan(JobSpec.model_validate(job.params), ctx.settings)
-            add_event(session, job, "job_requeued", {"reason": f"no progress for {deadline}"})
-            resent.append((job.id, plan))
-    for job_id, plan in resent:
-        job_canvas(job_id, plan).apply_async()
-    return [job_id for job_id, _ in resent]
+            statuses = run_statuses(session, job.id)
+            if not statuses:
+                sends.append((job.id, "start", None))
+                what = "start"
+            else:
+                plan = job_plan(session, job)
+                lost = resendable(session, job.id)
+                sends += [(job.id, "stage", plan.by_id(i)) for i in lost]
+                if all(s == "done" for s in statuses.values()):
+                    job.finish_queued_at = utcnow()
+                    sends.append((job.id, "finish", None))
+                what = ",".join(lost) or "finish"
+            reason = f"no progress for {deadline}"
+            add_event(session, job, "job_requeued", {"reason": reason, "sent": what})
+    for job_id, kind, invocation in sends:
+        if kind == "start":
+            app.send_task("skuforge.start_job", args=[job_id], queue="default")
+        elif kind == "stage":
+            send_stage(job_id, invocation)
+        else:
+            send_finish(job_id)
+    touched = sorted({job_id for job_id, _, _ in sends})
+    for job_id in touched:  # a stage whose inputs finished but whose claim never happened
+        send_ready(job_id)
+    return touched
 
 
 app.conf.beat_schedule = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.backends.rembg_models import RembgModelCache
+from pipeline.backends.rembg_models import RembgModelCache, onnx_cuda_available
 from pipeline.executor import InProcessExecutor
 from pipeline.settings import Settings, get_settings
 from storage import LocalArtifactStore
@@ -24,6 +24,8 @@ class WorkerContext:
     store: LocalArtifactStore
     sessions: sessionmaker[Session]
     executor: InProcessExecutor
+    models: RembgModelCache
+    device: str  # where model backends run here: "cuda" or "cpu"
 
 
 _lock = threading.Lock()
@@ -36,13 +38,19 @@ def worker_context() -> WorkerContext:
         if _context is None:
             settings = get_settings()
             store = LocalArtifactStore(settings.store.root)
+            models = RembgModelCache(settings.rembg)
             executor = InProcessExecutor(
                 store,
-                models=RembgModelCache(settings.rembg),
+                models=models,
                 limits=settings.ingest.model_dump(),
                 max_workers=1,
             )
             _context = WorkerContext(
-                settings, store, session_factory(make_engine(settings.database.url)), executor
+                settings,
+                store,
+                session_factory(make_engine(settings.database.url)),
+                executor,
+                models,
+                "cuda" if onnx_cuda_available() else "cpu",
             )
         return _context

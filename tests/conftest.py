@@ -44,7 +44,10 @@ def settings(tmp_path: Path) -> Settings:
 def gso_rgba(name: str) -> np.ndarray:
     path = GSO / f"{name}.png"
     if not path.exists():
-        pytest.skip(f"dataset file {path} is not on this machine")
+        pytest.skip(
+            f"shared evaluation data absent: no {path} (set SKUFORGE_DATASETS to the "
+            "datasets folder; default <repo>/../shared/datasets)"
+        )
     return load_rgba(str(path))
 
 
@@ -68,7 +71,21 @@ def broker_db() -> Iterator[int]:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
-    db = random.randint(2, 15)  # keep away from other runs' queues
+    # Claim a database no other test session on this machine uses (two sessions on one
+    # database take each other's messages); the claim expires if this process dies.
+    locks = redis.Redis(host="127.0.0.1", port=6379, db=0)
+    candidates = list(range(2, 16))
+    random.shuffle(candidates)
+    db = next(
+        (
+            n
+            for n in candidates
+            if locks.set(f"skuforge-tests:db{n}", os.getpid(), nx=True, ex=7200)
+        ),
+        None,
+    )
+    if db is None:
+        raise RuntimeError("every Redis database 2-15 is claimed by another test session")
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     client.flushdb()
     saved = {k: os.environ.get(k) for k in ("SKUFORGE_BROKER_URL", "SKUFORGE_RESULT_BACKEND")}
@@ -83,6 +100,7 @@ def broker_db() -> Iterator[int]:
     tasks.app.configure(tasks.app.app)
     yield db
     client.flushdb()
+    locks.delete(f"skuforge-tests:db{db}")
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -111,26 +129,48 @@ def cluster(
     yield env
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str],
+    log: Path,
+    *,
+    queues: str = "default,cpu,gpu",
+    name: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """A real ``celery worker --pool=solo`` subprocess on the test's broker and database."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks.app:app",
+        "worker",
+        "--pool=solo",
+        "-Q",
+        queues,
+        "--loglevel=INFO",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if name is not None:
+        argv += ["-n", name]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app:app",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            "default,cpu,gpu",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        env={**os.environ, **env},
+        argv,
+        env={**os.environ, **env, **(extra_env or {})},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (SIGTERM), so the worker marks itself stopped in the registry."""
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

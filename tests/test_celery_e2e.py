@@ -19,7 +19,7 @@ from pipeline.settings import Settings
 from service.local_jobs import run_local_job
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory, transaction
-from storage.jobs import create_tenant
+from storage.jobs import create_tenant, events_after
 from storage.models import Asset, Job, StageRun
 from tests.conftest import EXAMPLE_CAPTURE, start_worker, wait_for
 
@@ -117,8 +117,19 @@ def test_sigkilled_worker_mid_stage_job_still_completes(
         cutout = session.scalar(
             select(StageRun).where(StageRun.job_id == job_id, StageRun.invocation_id == "cutout")
         )
+        job = session.get(Job, job_id)
+        assert job is not None
+        finished = [
+            e.data["stage"]
+            for e in events_after(session, job.tenant_id, job_id)
+            if e.type == "stage_finished"
+        ]
+        runs = list(session.scalars(select(StageRun).where(StageRun.job_id == job_id)))
     assert len(files) == len(set(files)) == 32  # 15 2D files + 17 from the 3D stages
     assert cutout is not None and cutout.attempts >= 2 and cutout.status == "done"
+    # the killed attempt never completed, and nothing else ran twice to completion
+    assert sorted(finished) == sorted({r.invocation_id for r in runs})
+    assert all(r.attempts == 1 for r in runs if r.invocation_id != "cutout")
 
 
 def test_reconciler_resends_a_job_whose_canvas_was_lost(
@@ -154,3 +165,59 @@ def test_reconciler_resends_a_job_whose_canvas_was_lost(
         worker.wait(30)
     assert status(sessions, job_id) in {"approved", "needs_review"}
     assert reconcile(deadline_s=60) == []
+
+
+def test_a_stage_whose_transient_retries_run_out_fails_the_job(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """The cutout's input (the ingest manifest) is never there: each attempt is a transient
+    ``dependency not ready``; after the configured retries the job fails with a typed error
+    instead of staying ``running``."""
+    from storage.dispatch import claim_ready, finish_run
+    from tasks.app import app
+    from tasks.dispatch import dependency_map, prepare
+
+    sessions, job_id, _ = submit(cluster)
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        plan = prepare(session, job)
+        assert claim_ready(session, job_id, dependency_map(plan)) == ["ingest"]
+        run = session.scalar(
+            select(StageRun).where(StageRun.job_id == job_id, StageRun.invocation_id == "ingest")
+        )
+        assert run is not None
+        run.status = "running"  # recorded as done, but its outputs never reached the store
+        finish_run(
+            session,
+            job,
+            "ingest",
+            cache_key="0" * 64,
+            cache_hit=False,
+            wall_s=0.0,
+            cpu_s=0.0,
+            gpu_s=None,
+            device="cpu",
+        )
+        assert claim_ready(session, job_id, dependency_map(plan)) == ["cutout"]
+    app.send_task("skuforge.run_stage", args=[job_id, "cutout"], queue="cpu")
+    worker = start_worker(
+        cluster,
+        tmp_path / "worker.log",
+        extra_env={"SKUFORGE_STAGE_RETRIES": "2", "SKUFORGE_STAGE_RETRY_BACKOFF_MAX_S": "0.5"},
+    )
+    try:
+        wait_for(lambda: status(sessions, job_id) in FINAL, 120, "the job to fail")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "failed", (tmp_path / "worker.log").read_text()
+        assert job.error is not None and job.error["code"] == "stage_retries_exhausted"
+        assert job.error["stage"] == "cutout"
+        assert job.error["last_error"]["code"] == "transient"
+        cutout = session.scalar(
+            select(StageRun).where(StageRun.job_id == job_id, StageRun.invocation_id == "cutout")
+        )
+        assert cutout is not None and cutout.status == "failed" and cutout.attempts == 3

@@ -80,13 +80,49 @@ class RembgModelCache:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], Any] = {}
 
-    def rembg_session(self, model: str) -> Any:
-        resolved = resolve_model(self.settings, model)
-        key = (resolved.session, resolved.revision)
+    def rembg_session(self, model: str, revision: str | None = None) -> Any:
+        """The session for ``model``; with ``revision``, only that revision of its file.
+
+        A session already loaded for the pinned revision is used even if the file was
+        replaced since (the job finishes on what it was pinned to); otherwise the file on
+        disk must be that revision, or this worker cannot run it."""
         with self._lock:
+            if revision is not None:
+                for (session, loaded), value in self._sessions.items():
+                    if session == model and loaded == revision:
+                        return value
+            resolved = resolve_model(self.settings, model)
+            if revision is not None and resolved.revision != revision:
+                raise ModelUnavailableError(
+                    f"rembg model {model!r} revision {revision} is not on this worker "
+                    f"(its file {resolved.path} is revision {resolved.revision})",
+                    model=model,
+                    revision=revision,
+                    found=resolved.revision,
+                )
+            key = (resolved.session, resolved.revision)
             if key not in self._sessions:
                 self._sessions[key] = self._load(resolved)
             return self._sessions[key]
+
+    def advertised(self) -> list[dict[str, Any]]:
+        """What this process can run: the configured model as its file is now, and every
+        session already loaded (a replaced file's old revision stays usable in memory)."""
+        device = "cuda" if onnx_cuda_available() else "cpu"
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            configured = resolve_model(self.settings) if self.settings.model else None
+        except ModelUnavailableError:
+            configured = None
+        if configured is not None:
+            key = (configured.session, configured.revision)
+            found[key] = _advert(configured.session, configured.revision, device)
+        with self._lock:
+            for session, revision in self._sessions:
+                # its file was replaced: runnable for jobs pinned to it, not for new ones
+                stale = {**_advert(session, revision, device), "loaded_only": True}
+                found.setdefault((session, revision), stale)
+        return [found[key] for key in sorted(found)]
 
     def _load(self, model: RembgModel) -> Any:
         import onnxruntime as ort
@@ -117,6 +153,23 @@ class RembgModelCache:
                     os.environ.pop("U2NET_HOME", None)
                 else:
                     os.environ["U2NET_HOME"] = previous
+
+
+def _advert(session: str, revision: str, device: str) -> dict[str, Any]:
+    return {
+        "kind": "rembg",
+        "backend": f"rembg:{session}",
+        "revision": revision,
+        "device": device,
+    }
+
+
+def onnx_cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - rembg[cpu] brings it
+        return False
+    return _cuda_available(ort)
 
 
 def _cuda_available(ort: Any) -> bool:

@@ -168,6 +168,7 @@ def submit(
     idempotency_key: str | None,
     *,
     parent_id: str | None = None,
+    parent_plan: dict[str, Any] | None = None,
     spec: JobSpec | None = None,
 ) -> tuple[JobPublic, bool]:
     sniff_format(capture)  # typed 4xx for empty / non-image bodies before anything is stored
@@ -195,6 +196,7 @@ def submit(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         parent_id=parent_id,
+        parent_plan=parent_plan,
         audit=audit,
     )
     if created:  # nothing has run yet: answer from memory, no second round trip

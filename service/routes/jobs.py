@@ -19,8 +19,10 @@ from service.problems import ProblemError
 from service.routes.captures import IdempotencyKey, accepted, submit
 from service.schemas import FINAL_STATUSES, JobList, JobPublic, RevisionRequest
 from storage.database import transaction
+from storage.dispatch import set_job_status
 from storage.jobs import add_event, events_after, get_job, list_jobs
 from storage.models import Job
+from storage.plans import load_plan
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="job id")]
@@ -164,8 +166,19 @@ def create_revision(
         }
     )
     capture = context.store.get(parent.capture_digest)
+    # The revision starts from the parent's pinned plan: same template content, same
+    # backends and model revisions, only the request's changes differ.
+    parent_plan = load_plan(session, parent.plan_digest) if parent.plan_digest else None
     job, created = submit(
-        context, tenant, capture, None, {}, idempotency_key, parent_id=parent.id, spec=spec
+        context,
+        tenant,
+        capture,
+        None,
+        {},
+        idempotency_key,
+        parent_id=parent.id,
+        parent_plan=parent_plan,
+        spec=spec,
     )
     return accepted(response, job, created)
 
@@ -182,8 +195,10 @@ def cancel_job(job_id: JobId, tenant: TenantDep, context: ContextDep) -> JobPubl
         job = _job_or_404(session, tenant.id, job_id)
         if job.status in FINAL_STATUSES:
             raise ProblemError(409, "job_finished", f"job {job_id} is already {job.status}")
-        # Workers check the status before each stage, so nothing new starts after this.
-        job.status = "cancelled"
+        # Workers take a stage's lease only while the job is not final, so nothing new
+        # starts after this; the conditional update loses to a job that just finished.
+        if not set_job_status(session, job, "cancelled"):
+            raise ProblemError(409, "job_finished", f"job {job_id} is already {job.status}")
         add_event(session, job, "job_cancelled", {})
     with context.sessions() as session:
         return job_public(session, _job_or_404(session, tenant.id, job_id))

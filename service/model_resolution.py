@@ -1,0 +1,98 @@
+"""Resolve requested backends against what live workers advertise (the worker registry).
+
+The API has no models of its own: ``auto`` becomes a model backend only when a live worker
+has one, and the chosen backend and model revision are pinned into the job's plan. A
+named model (``rembg:<session>``) that no live worker has is refused at submission with
+``model_unavailable``. Each call records what it resolved, which the pinned plan keeps so
+a revision of the job resolves the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.errors import ModelUnavailableError
+from pipeline.settings import Settings
+from storage.workers import advertised_models, live_workers
+
+
+class RegistryResolver:
+    """``(stage, requested) -> (backend, model_revision)`` from the live workers' models."""
+
+    def __init__(
+        self,
+        models: list[dict[str, Any]],
+        *,
+        preferred: str | None = None,
+        pinned: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.models = models
+        self.preferred = preferred
+        self.pinned = pinned or {}
+        self.resolved: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, stage: str, requested: str) -> tuple[str, str | None]:
+        earlier = self.pinned.get(stage)
+        if earlier is not None and earlier.get("requested") == requested:
+            backend, revision = str(earlier["backend"]), earlier.get("model_revision")
+        else:
+            backend, revision = self._resolve(stage, requested)
+        self.resolved[stage] = {
+            "requested": requested,
+            "backend": backend,
+            "model_revision": revision,
+        }
+        return backend, revision
+
+    def _resolve(self, stage: str, requested: str) -> tuple[str, str | None]:
+        if stage != "cutout" or requested == "classical":
+            return requested, None
+        rembg = [m for m in self.models if str(m.get("backend", "")).startswith("rembg:")]
+        if requested == "auto":
+            if not rembg:
+                return "classical", None
+            chosen = self._prefer(rembg)
+            return str(chosen["backend"]), str(chosen["revision"])
+        wanted = requested if ":" in requested else None
+        matching = [m for m in rembg if wanted is None or m["backend"] == wanted]
+        if not matching:
+            have = sorted({str(m["backend"]) for m in rembg}) or ["none"]
+            raise ModelUnavailableError(
+                f"no live worker has the model for backend {requested!r} "
+                f"(live workers have: {', '.join(have)})",
+                backend=requested,
+            )
+        chosen = self._prefer(matching)
+        return str(chosen["backend"]), str(chosen["revision"])
+
+    def _prefer(self, models: list[dict[str, Any]]) -> dict[str, Any]:
+        """The operator's configured model when a worker has it; a revision whose file is on
+        disk over one only left in a worker's memory; then the one on the most workers;
+        ties by name and revision, so the choice does not depend on heartbeat order."""
+        preferred = f"rembg:{self.preferred}" if self.preferred else None
+        return sorted(
+            models,
+            key=lambda m: (
+                m["backend"] != preferred,
+                bool(m.get("loaded_only")),
+                -len(m["workers"]),
+                m["backend"],
+                str(m["revision"]),
+            ),
+        )[0]
+
+
+def registry_resolver(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    pinned: dict[str, dict[str, Any]] | None = None,
+) -> RegistryResolver:
+    with sessions() as session:
+        workers = live_workers(session, 3 * settings.worker_heartbeat_s)
+    # Model backends are routed to the gpu queue, so only its consumers' models count.
+    return RegistryResolver(
+        advertised_models(workers, queue="gpu"), preferred=settings.rembg.model, pinned=pinned
+    )

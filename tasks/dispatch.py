@@ -1,0 +1,68 @@
+"""Dependency-driven dispatch: a stage is sent the moment its last input is done.
+
+There is no canvas and no level barrier. ``start_job`` creates one ``pending`` row per
+invocation of the job's pinned plan and sends the ones with no dependencies; every
+``run_stage`` that finishes sends the dependents that became ready; the worker that sees
+the last stage finish sends ``finish_job``. Each send follows an atomic claim in the
+database (``storage.dispatch``), committed first, so nothing is sent twice and a crash
+between claim and send leaves a ``queued`` row the reconciler sends again.
+
+Messages are sent by task name (``send_task``) so this module does not import the task
+modules that import it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from pipeline.plan import Invocation, Plan
+from storage.dispatch import PlannedRun, claim_finish, claim_ready, ensure_stage_runs
+from storage.models import FINAL_JOB_STATUSES, Job
+from tasks.app import app, queue_for
+from tasks.pinned_plans import job_plan
+from tasks.worker_context import worker_context
+
+RUN_STAGE = "skuforge.run_stage"
+FINISH_JOB = "skuforge.finish_job"
+
+
+def planned_runs(plan: Plan) -> list[PlannedRun]:
+    return [PlannedRun(i.id, i.stage, i.backend, queue_for(i)) for i in plan.invocations]
+
+
+def dependency_map(plan: Plan) -> dict[str, list[str]]:
+    return {i.id: plan.dependencies(i) for i in plan.invocations}
+
+
+def send_stage(job_id: str, invocation: Invocation) -> None:
+    app.send_task(RUN_STAGE, args=[job_id, invocation.id], queue=queue_for(invocation))
+
+
+def send_finish(job_id: str) -> None:
+    app.send_task(FINISH_JOB, args=[job_id], queue="default")
+
+
+def prepare(session: Session, job: Job) -> Plan:
+    """The job's pinned plan, with its stage rows created (idempotent)."""
+    plan = job_plan(session, job)
+    ensure_stage_runs(session, job, planned_runs(plan))
+    return plan
+
+
+def send_ready(job_id: str) -> list[str]:
+    """Claim and send every invocation of the job whose inputs are all done, or
+    ``finish_job`` when nothing is left; returns what was sent."""
+    ctx = worker_context()
+    with ctx.sessions() as session, session.begin():
+        job = session.get(Job, job_id)
+        if job is None or job.status in FINAL_JOB_STATUSES:
+            return []
+        plan = job_plan(session, job)
+        claimed = claim_ready(session, job_id, dependency_map(plan))
+        finish = not claimed and claim_finish(session, job)
+    for invocation_id in claimed:
+        send_stage(job_id, plan.by_id(invocation_id))
+    if finish:
+        send_finish(job_id)
+        return ["finish_job"]
+    return claimed
