@@ -43,6 +43,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
+from benchmarks.redis_claim import claim_database, release_database
+
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = {"approved", "needs_review", "rejected", "failed", "cancelled"}
 
@@ -289,7 +291,16 @@ def bench_jobs(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> 
 
     capture = capture_jpeg(10**9)  # the full-quality example capture
     rows: list[list[str]] = []
-    worker = [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,default,gpu"]
+    worker = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "worker",
+        "--queues",
+        "cpu,default,gpu",
+        "--pool",
+        "solo",
+    ]
     # CLI reference: the same capture in-process with as many threads as there are
     # workers (one solo worker runs one stage at a time, like the CLI with one thread)
     cli: dict[int, float] = {}
@@ -354,7 +365,7 @@ def main() -> None:
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="skuforge-load-"))
-    db = random.randint(2, 15)
+    db = claim_database(redis.Redis(db=0))
     redis.Redis(db=db).flushdb()
     url, drop = database_url(args.database, workdir)
     env = {
@@ -397,6 +408,7 @@ def main() -> None:
         raise
     finally:
         redis.Redis(db=db).flushdb()
+        release_database(redis.Redis(db=0), db)
         if drop is not None:
             drop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,6 +6,7 @@ same plan, so every process computes the same cache keys.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,9 +30,8 @@ class JobSpec(BaseModel):
     extras: dict[str, str] = Field(default_factory=dict, description="job inputs by name -> digest")
     three_d: bool = Field(default=True, description="make the template's 3D outputs, if any")
 
-    @property
-    def template_name(self) -> str:
-        return self.template or template_for_sku(self.sku)
+    def template_name(self, template_dir: Path | None = None) -> str:
+        return self.template or template_for_sku(self.sku, template_dir)
 
 
 def build_job_plan(
@@ -43,11 +43,11 @@ def build_job_plan(
 ) -> Plan:
     """The job's plan. ``resolver`` defaults to this process's settings (the CLI); the API
     passes one that knows the workers' models. ``template`` replaces loading
-    ``spec.template_name`` (a revision pins its parent's template content)."""
+    the spec's template (a revision pins its parent's template content)."""
     if template is None:
-        name = spec.template_name
+        name = spec.template_name(settings.template_dir)
         try:
-            template = load_template(name)
+            template = load_template(name, settings.template_dir)
         except TemplateNotFoundError as exc:
             raise UnknownTemplateError(str(exc), template=name, known=exc.known) from exc
     return build_plan(

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         gt=10,
         description="hard limit per stage; the broker's visibility timeout is twice this",
     )
+    template_dir: Path | None = Field(
+        default=None,
+        description="operator templates (*.yaml): added to the shipped ones, same name replaces",
+    )
     stage_retries: int = Field(
         default=8, ge=0, le=50, description="retries of a stage that fails transiently"
     )

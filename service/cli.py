@@ -258,7 +258,7 @@ def cmd_templates(args: argparse.Namespace) -> int:
     table = Table(title="templates")
     for column in ("name", "cutout", "packshot slots", "description"):
         table.add_column(column)
-    for template in list_templates():
+    for template in list_templates(get_settings().template_dir):
         slots = ", ".join(
             f"{s['name']} ({s['width']}x{s['height']} {s['format']})"
             for s in template_slots(template)

@@ -1,4 +1,10 @@
-"""Load templates shipped with the package and SKU files from YAML or JSON."""
+"""Load templates (shipped with the package, or from an operator's directory) and SKU files.
+
+An operator directory (``SKUFORGE_TEMPLATE_DIR``) adds templates, and one whose file name
+matches a shipped template replaces it. Its files are re-read when they change (keyed by
+size and modification time), so new jobs see an edited template at once; a job already
+submitted never does, because its plan was pinned with the template's content.
+"""
 
 from __future__ import annotations
 
@@ -24,36 +30,42 @@ class SkuFileError(ValueError):
     """The SKU document is not valid YAML/JSON or does not match the schema."""
 
 
-def _template_files() -> dict[str, Any]:
+def _template_files(extra_dir: Path | None = None) -> dict[str, Any]:
     folder = resources.files("sku_templates") / "templates"
-    return {
+    files: dict[str, Any] = {
         entry.name.removesuffix(".yaml"): entry
         for entry in folder.iterdir()
         if entry.name.endswith(".yaml")
     }
+    if extra_dir is not None and extra_dir.is_dir():
+        files.update({path.stem: path for path in sorted(extra_dir.glob("*.yaml"))})
+    return files
 
 
-def template_names() -> list[str]:
-    return sorted(_template_files())
+def template_names(extra_dir: Path | None = None) -> list[str]:
+    return sorted(_template_files(extra_dir))
 
 
-@functools.cache
-def load_template(name: str) -> Template:
-    files = _template_files()
-    if name not in files:
-        raise TemplateNotFoundError(name, sorted(files))
-    data = yaml.safe_load(files[name].read_text(encoding="utf-8"))
-    template = Template.model_validate(data)
+@functools.lru_cache(maxsize=256)
+def _parse_template(name: str, text: str) -> Template:
+    template = Template.model_validate(yaml.safe_load(text))
     if template.name != name:
         raise ValueError(f"template file {name}.yaml declares name {template.name!r}")
     return template
 
 
-def list_templates() -> list[Template]:
-    return [load_template(n) for n in template_names()]
+def load_template(name: str, extra_dir: Path | None = None) -> Template:
+    files = _template_files(extra_dir)
+    if name not in files:
+        raise TemplateNotFoundError(name, sorted(files))
+    return _parse_template(name, files[name].read_text(encoding="utf-8"))
 
 
-def template_for_sku(sku: Sku | None) -> str:
+def list_templates(extra_dir: Path | None = None) -> list[Template]:
+    return [load_template(n, extra_dir) for n in template_names(extra_dir)]
+
+
+def template_for_sku(sku: Sku | None, extra_dir: Path | None = None) -> str:
     """The template an SKU asks for: explicit name, else the first whose categories match."""
     if sku is None:
         return "default"
@@ -61,7 +73,7 @@ def template_for_sku(sku: Sku | None) -> str:
         return sku.template
     if sku.category:
         wanted = sku.category.lower()
-        for template in list_templates():
+        for template in list_templates(extra_dir):
             if wanted == template.name or wanted in (c.lower() for c in template.categories):
                 return template.name
     return "default"

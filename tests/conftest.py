@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 import redis
 
 from benchmarks.datasets import datasets_dir
+from benchmarks.redis_claim import claim_database, release_database
 from benchmarks.studio_captures import load_rgba, studio_capture
 from pipeline.settings import Settings, get_settings
 
@@ -71,21 +71,8 @@ def broker_db() -> Iterator[int]:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
-    # Claim a database no other test session on this machine uses (two sessions on one
-    # database take each other's messages); the claim expires if this process dies.
     locks = redis.Redis(host="127.0.0.1", port=6379, db=0)
-    candidates = list(range(2, 16))
-    random.shuffle(candidates)
-    db = next(
-        (
-            n
-            for n in candidates
-            if locks.set(f"skuforge-tests:db{n}", os.getpid(), nx=True, ex=7200)
-        ),
-        None,
-    )
-    if db is None:
-        raise RuntimeError("every Redis database 2-15 is claimed by another test session")
+    db = claim_database(locks)
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     client.flushdb()
     saved = {k: os.environ.get(k) for k in ("SKUFORGE_BROKER_URL", "SKUFORGE_RESULT_BACKEND")}
@@ -100,7 +87,7 @@ def broker_db() -> Iterator[int]:
     tasks.app.configure(tasks.app.app)
     yield db
     client.flushdb()
-    locks.delete(f"skuforge-tests:db{db}")
+    release_database(locks, db)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

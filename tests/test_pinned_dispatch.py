@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.backends.rembg_models import resolve_model
 from pipeline.jobspec import JobSpec
-from pipeline.settings import RembgSettings, Settings
+from pipeline.settings import RembgSettings, Settings, get_settings
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory, transaction
 from storage.jobs import create_tenant, events_after
@@ -231,3 +231,62 @@ def test_a_pinned_revision_gone_from_every_worker_fails_the_job_with_model_unava
     with gpu_cluster.sessions() as session:
         kinds = [e.type for e in events_after(session, gpu_cluster.tenant, job_id)]
     assert kinds[-1] == "job_failed"
+
+
+CUSTOM_TEMPLATE = """name: custom
+description: one packshot, for the pinning test
+stages:
+  cutout:
+    backend: classical
+  packshots:
+    slots:
+      - name: main
+        width: 800
+        height: 800
+        background: "{background}"
+        fill: {fill}
+        format: png
+"""
+
+
+def test_editing_a_template_after_submission_does_not_change_the_running_job(
+    cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.local_jobs import run_local_job
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "custom.yaml").write_text(CUSTOM_TEMPLATE.format(background="#FFFFFF", fill=0.8))
+    env = {**cluster, "SKUFORGE_TEMPLATE_DIR": str(templates)}
+    monkeypatch.setenv("SKUFORGE_TEMPLATE_DIR", str(templates))
+    get_settings.cache_clear()
+    state = Cluster(env, tmp_path)
+    try:
+        job_id = state.submit(template="custom")  # no worker yet: the job waits
+        (templates / "custom.yaml").write_text(
+            CUSTOM_TEMPLATE.format(background="#F0F0F0", fill=0.6)
+        )
+        state.start_cpu(queues="default,cpu,gpu")
+        job = state.wait_final(job_id)
+    finally:
+        state.close()
+    assert job.status != "failed", (job.error, state.log.read_text()[-3000:])
+    outputs = {o["file"]: o["digest"] for o in state.lineage(job)["outputs"]}
+
+    def cli_outputs(background: str, fill: float, folder: str) -> dict[str, str]:
+        (templates / "custom.yaml").write_text(
+            CUSTOM_TEMPLATE.format(background=background, fill=fill)
+        )
+        local = run_local_job(
+            red_product_png(),
+            settings=Settings(),
+            template_name="custom",
+            three_d=False,
+            store=LocalArtifactStore(tmp_path / folder),
+        )
+        return {o["file"]: o["digest"] for o in local.lineage["outputs"]}
+
+    submitted = cli_outputs("#FFFFFF", 0.8, "cli-v1")
+    edited = cli_outputs("#F0F0F0", 0.6, "cli-v2")
+    assert outputs == submitted
+    assert outputs["packshots/main.png"] != edited["packshots/main.png"]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from brand_rules import BrandRules
 from pipeline.templates import template_slots
-from service.deps import SessionDep, TenantDep
+from service.deps import ContextDep, SessionDep, TenantDep
 from service.problems import ProblemError
 from service.schemas import BrandRulesPublic, TemplateList, TemplatePublic
 from sku_templates import list_templates
@@ -22,7 +22,7 @@ BrandName = Annotated[
 
 
 @router.get("/templates", response_model=TemplateList, summary="The templates jobs can use")
-def read_templates(tenant: TenantDep) -> TemplateList:
+def read_templates(tenant: TenantDep, context: ContextDep) -> TemplateList:
     return TemplateList(
         items=[
             TemplatePublic(
@@ -31,7 +31,7 @@ def read_templates(tenant: TenantDep) -> TemplateList:
                 categories=t.categories,
                 slots=template_slots(t),
             )
-            for t in list_templates()
+            for t in list_templates(context.settings.template_dir)
         ]
     )
 
