@@ -362,6 +362,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--skip-jobs", action="store_true")
+    parser.add_argument("--skip-enqueue", action="store_true")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="skuforge-load-"))
@@ -382,13 +383,22 @@ def main() -> None:
     )
     console = Console()
     try:
-        table = Table(title=f"enqueue: POST a ~500 KB capture ({args.database}, loopback)")
-        for column in ("endpoint", "clients", "req/s", "p50 ms", "p99 ms", "errors", "vs floor"):
-            table.add_column(column)
-        for row in bench_enqueue(args, env, workdir):
-            table.add_row(*row)
-        console.print(table)
-        redis.Redis(db=db).flushdb()
+        if not args.skip_enqueue:
+            table = Table(title=f"enqueue: POST a ~500 KB capture ({args.database}, loopback)")
+            for column in (
+                "endpoint",
+                "clients",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "vs floor",
+            ):
+                table.add_column(column)
+            for row in bench_enqueue(args, env, workdir):
+                table.add_row(*row)
+            console.print(table)
+            redis.Redis(db=db).flushdb()
         if not args.skip_jobs:
             table = Table(title=f"full jobs (default template, {args.jobs} at once)")
             for column in (
