@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -95,6 +97,19 @@ def _summary(lineage: dict[str, Any]) -> Table:
     return table
 
 
+def _stdout_console(*renderables: RenderableType) -> Console:
+    """The console for ``run``'s results. On a terminal it follows the terminal's width.
+    Piped or redirected (CI logs, ``| tee``), rich would assume 80 columns and cut file
+    names with an ellipsis; there the console is as wide as the widest renderable and
+    never wraps, so every name and number in a log is whole."""
+    console = Console()
+    if console.is_terminal:
+        return console
+    unbounded = console.options.update_width(1_000_000)
+    width = max([80, *(Measurement.get(console, unbounded, r).maximum for r in renderables)])
+    return Console(width=width, soft_wrap=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.store:
@@ -133,14 +148,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             logo=logo,
         )
     written = export_job(job, args.out)
-    out = Console()
+    summary = _summary(job.lineage)
+    out = _stdout_console(summary)
     if not args.quiet:
-        out.print(_summary(job.lineage))
+        out.print(summary)
     cutout = next(s for s in job.lineage["stages"] if s["id"] == "cutout")
+    verdict = job.lineage["verdict"]
     out.print(
-        f"{len(written)} files in {args.out}; verdict: {job.lineage['verdict']} "
-        f"{job.lineage['verdicts']} (cutout confidence {cutout['info'].get('confidence')})"
+        f"{len(written)} files in {args.out}; verdict: {verdict} "
+        f"{job.lineage['verdicts']} (cutout confidence {cutout['info'].get('confidence')})",
+        markup=False,  # output folders and SKU ids may contain [brackets]
     )
+    if args.strict and verdict != "approved":
+        unsure = {k: v for k, v in job.lineage["verdicts"].items() if v != "approved"}
+        sys.stderr.write(
+            f"error [not_approved]: --strict: the job's verdict is {verdict!r}, not 'approved' "
+            f"(outputs not approved: {unsure or 'none listed'}; see {args.out}/reports/)\n"
+        )
+        return 1
     return 0
 
 
@@ -213,16 +238,36 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # solo runs tasks in the worker's own process, one at a time: a second slot cannot
+    # exist, so asking for one is a mistake to report rather than a flag to drop.
+    if args.pool == "solo" and args.concurrency not in (None, 1):
+        raise InvalidParameterError(
+            f"--pool solo runs one task at a time; --concurrency {args.concurrency} needs "
+            "--pool prefork (processes) or --pool threads"
+        )
+    if args.pool == "solo":
+        concurrency = 1
+    elif args.concurrency is None:
+        concurrency = os.cpu_count() or 1  # Celery's own default
+    else:
+        concurrency = args.concurrency
+    if concurrency < 1:
+        raise InvalidParameterError(f"--concurrency must be at least 1, not {concurrency}")
     from tasks.app import app
 
     argv = [
         "worker",
         f"--queues={args.queues}",
         f"--pool={args.pool}",
+        f"--concurrency={concurrency}",
         f"--loglevel={args.loglevel}",
     ]
-    if args.pool != "solo":
-        argv.append(f"--concurrency={args.concurrency}")
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    sys.stderr.write(
+        f"skuforge worker: pool {args.pool}, concurrency {concurrency}, queues {args.queues}\n"
+    )
+    sys.stderr.flush()
     app.worker_main(argv)
     return 0
 
@@ -294,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--store", help="artifact store directory (default: SKUFORGE_STORE__ROOT)")
     run.add_argument("--quiet", action="store_true", help="no progress or table")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 unless the job's verdict is 'approved' (by default a finished run exits 0 "
+        "whatever the verdict: needs_review and rejected are results, not errors)",
+    )
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser(
@@ -329,11 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default="cpu,default", help="e.g. cpu,default or gpu")
     worker.add_argument(
         "--pool",
-        default="solo",
-        choices=["solo", "prefork", "threads"],
-        help="solo: one task at a time (the right choice per GPU)",
+        default="prefork",
+        choices=["prefork", "threads", "solo"],
+        help="prefork (default): --concurrency child processes; threads: --concurrency "
+        "threads; solo: one task at a time in this process (the right choice per GPU)",
     )
-    worker.add_argument("--concurrency", type=int, default=2)
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="tasks run at once (prefork, threads; default: the number of CPUs); solo: 1",
+    )
+    worker.add_argument("--hostname", help="node name, e.g. cpu1@%%h (default: celery@<host name>)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(handler=cmd_worker)
 
