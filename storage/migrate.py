@@ -17,7 +17,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Every branch to its head: features that add tables independently may each branch
+    from the same revision (a later merge revision joins them), and all are applied."""
     command.upgrade(alembic_config(url), revision)
 
 
