@@ -24,6 +24,20 @@ Formats and choices:
   so no library version strings, creation times or random Matroska segment UIDs are
   written; the same frames give the same bytes on the same build of the libraries. Zip
   entries get fixed timestamps (1980-01-01) and attributes.
+
+  With one thread neither encoder starts threads of its own (x264 has no lookahead thread
+  then; its lookahead and rate control run inside ``encode``), so each frame is converted
+  and encoded entirely on the thread that calls :meth:`VideoWriter.add`. The bytes do not
+  depend on which thread that is or on what it ran before: ``tests/test_video_determinism``
+  encodes repeatedly on one thread, on pools of 2 and 4 threads at once and in a fresh
+  process, and compares bytes. Checked for issue 9 (MP4s said to differ between encodes on
+  reused worker threads), on this build: the output did not change with leftover heap or
+  stack contents, with the contents of PyAV's row padding, or with flush-to-zero and
+  denormals-are-zero set on the thread. The one piece of thread state that does change it
+  is the SSE rounding mode: under round-up or round-to-zero the YUV conversion (OpenCV
+  rounds in the current mode) and x264's floating-point rate control give other bytes;
+  libvpx's VP9 did not change. Threads inherit the mode from the thread that starts them,
+  and nothing in this pipeline changes it (every frame of a full job met the default).
 """
 
 from __future__ import annotations
