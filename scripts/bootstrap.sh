@@ -3,7 +3,7 @@
 # the venv already holds this lock (a stamp in .venv), it only checks and returns.
 #
 #   ./scripts/bootstrap.sh          what the demo needs
-#   ./scripts/bootstrap.sh --test   also the system packages the tests drive (chromium)
+#   ./scripts/bootstrap.sh --test   also what the tests drive (chromium, node and npm)
 #
 # Python packages come from requirements/lock.txt (exact versions, sha256 of every file;
 # ./scripts/lock.sh regenerates it, and requirements/pip.txt pins pip), installed with
@@ -17,7 +17,8 @@ STAMP=.venv/.skuforge-installed
 
 # System packages, from Debian's archive, installed with apt-get when running as root:
 # headless OpenGL for moderngl on EGL (libegl1, libgl1-mesa-dri) and ffprobe for the video
-# checks (ffmpeg); with --test, chromium for the browser tests (Playwright drives it).
+# checks (ffmpeg); with --test, chromium for the browser tests (Playwright drives it) and
+# node/npm for the glTF validator.
 DEB_PACKAGES="libegl1 libgl1-mesa-dri ffmpeg"
 if [ "${1:-}" = "--test" ]; then
   DEB_PACKAGES="$DEB_PACKAGES chromium"
@@ -29,6 +30,11 @@ missing=""
 for pkg in $DEB_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
 done
+# The glTF tests run the Khronos validator with node and npm (tests/gltf_validator.py). Any
+# install of them will do (NodeSource's nodejs brings its own npm), so look for the command.
+if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null; then
+  missing="$missing nodejs npm"
+fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: apt-get install$missing" >&2
