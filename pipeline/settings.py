@@ -69,7 +69,12 @@ class ApiSettings(BaseModel):
     key_cache_s: float = Field(
         default=30.0, ge=0, description="how long a verified API key is trusted without the DB"
     )
-    event_poll_s: float = Field(default=0.5, gt=0, description="SSE: how often new events are read")
+    event_poll_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="SSE safety poll: events are pushed (Redis pub/sub); a stream also re-reads "
+        "this often in case a notice was lost or Redis is down",
+    )
 
 
 class Settings(BaseSettings):

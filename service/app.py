@@ -19,11 +19,13 @@ from pipeline.version import __version__
 from service.body_limit import BodySizeLimit
 from service.deps import ApiContext, KeyCache
 from service.docs_ui import install_docs
+from service.event_stream import JobEventStreams
 from service.metrics import JobStoreCollector, RequestMetrics, RequestMetricsMiddleware
 from service.problems import install_problem_handlers
 from service.routes import assets, captures, catalogue, health, jobs
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory
+from storage.notify import install_event_publisher
 
 DESCRIPTION = """One product photo in, a governed e-commerce asset set out.
 
@@ -41,10 +43,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=LocalArtifactStore(settings.store.root),
         keys=KeyCache(settings.api.key_cache_s),
     )
+    # Event notices: published after commits that add events, heard by one subscription.
+    publisher = install_event_publisher(context.sessions, settings.broker_url)
+    event_streams = JobEventStreams(settings.broker_url, poll_s=settings.api.event_poll_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        await event_streams.start()
+        try:
+            yield
+        finally:
+            await event_streams.stop()
+        if publisher is not None:
+            publisher.close()
         engine.dispose()
 
     app = FastAPI(
@@ -57,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.context = context
+    app.state.event_streams = event_streams
     registry = CollectorRegistry()
     registry.register(JobStoreCollector(context))
     app.state.registry = registry

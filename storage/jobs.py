@@ -172,6 +172,10 @@ def add_event(session: Session, job: Job, type_: str, data: dict[str, Any] | Non
     session.add(event)
     job.updated_at = utcnow()
     session.flush()
+    # Open event streams are woken once this commits (storage.notify); the row is the record.
+    from storage.notify import note_job_events
+
+    note_job_events(session, job.id)
     return event
 
 

@@ -16,6 +16,7 @@ from pipeline.executor import InProcessExecutor
 from pipeline.settings import Settings, get_settings
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory
+from storage.notify import install_event_publisher
 
 
 @dataclass
@@ -53,4 +54,6 @@ def worker_context() -> WorkerContext:
                 models,
                 "cuda" if onnx_cuda_available() else "cpu",
             )
+            # Open SSE streams hear of this worker's events by push (storage.notify).
+            install_event_publisher(_context.sessions, settings.broker_url)
         return _context

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from pipeline.jobspec import JobSpec
 from service.deps import ApiContext, ContextDep, SessionDep, TenantDep
+from service.event_stream import EventBatch, JobEventStreams
 from service.job_views import job_public, job_summary
 from service.problems import ProblemError
 from service.routes.captures import IdempotencyKey, accepted, submit
@@ -26,7 +23,6 @@ from storage.plans import load_plan
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="job id")]
-KEEPALIVE_S = 15.0
 
 
 def _job_or_404(session: Any, tenant_id: str, job_id: str) -> Job:
@@ -60,18 +56,19 @@ def read_jobs(
     return JobList(items=[job_summary(job) for job in rows], next_cursor=next_cursor)
 
 
-def _events_since(
-    context: ApiContext, tenant_id: str, job_id: str, after: int
-) -> tuple[list[dict[str, Any]], str]:
+def _events_since(context: ApiContext, tenant_id: str, job_id: str, after: int) -> EventBatch:
+    """One short read for a stream; the session is back in the pool before anything is sent."""
     with context.sessions() as session:
         job = get_job(session, tenant_id, job_id)
-        if job is None:
-            return [], "cancelled"
+        if job is None:  # removed while streaming: nothing more will come
+            return EventBatch([], final=True)
+        # Status first: a final status means its event is committed, so the read below has it.
+        final = job.status in FINAL_STATUSES
         events = [
             {"seq": e.seq, "type": e.type, "data": e.data, "at": e.created_at.isoformat()}
             for e in events_after(session, tenant_id, job_id, after)
         ]
-        return events, job.status
+        return EventBatch(events, final)
 
 
 @router.get(
@@ -83,38 +80,23 @@ def _events_since(
 def job_events(
     job_id: JobId,
     tenant: TenantDep,
-    session: SessionDep,
     context: ContextDep,
+    request: Request,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     after: Annotated[int | None, Query(ge=0, description="resume after this sequence")] = None,
     follow: Annotated[bool, Query(description="keep the stream open until the job ends")] = True,
 ) -> StreamingResponse:
-    _job_or_404(session, tenant.id, job_id)
+    # Its own short session, not SessionDep: that one would stay checked out for as long as
+    # the stream is open (see service.event_stream).
+    with context.sessions() as session:
+        _job_or_404(session, tenant.id, job_id)
     start = after or 0
     if last_event_id is not None and last_event_id.isdigit():
         start = max(start, int(last_event_id))
-    tenant_id, poll = tenant.id, context.settings.api.event_poll_s
-
-    async def stream() -> AsyncIterator[str]:
-        seq, quiet_since = start, time.monotonic()
-        yield f"retry: {int(poll * 2000)}\n\n"
-        while True:
-            events, status = await run_in_threadpool(_events_since, context, tenant_id, job_id, seq)
-            for event in events:
-                seq = event["seq"]
-                yield f"id: {seq}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            # status and events come from one read: a final status means its event was read
-            if not follow or status in FINAL_STATUSES:
-                return
-            if events:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > KEEPALIVE_S:
-                quiet_since = time.monotonic()
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(poll)
-
+    streams: JobEventStreams = request.app.state.event_streams
+    read = partial(_events_since, context, tenant.id, job_id)
     return StreamingResponse(
-        stream(),
+        streams.stream(job_id, read, start, follow),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
