@@ -168,6 +168,11 @@ def list_jobs(
 
 
 def add_event(session: Session, job: Job, type_: str, data: dict[str, Any] | None = None) -> Event:
+    """Append an event to the job's feed. The job row is locked first, so events of one job
+    take their ``seq`` in commit order even when parallel stages add them at once (a
+    stream that read seq 12 must never see 11 commit later); SQLite serialises writers."""
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Job.id).where(Job.id == job.id).with_for_update())
     event = Event(tenant_id=job.tenant_id, job_id=job.id, type=type_, data=data or {})
     session.add(event)
     job.updated_at = utcnow()
