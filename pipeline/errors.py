@@ -112,3 +112,39 @@ class StageVersionMismatchError(PlanIncompatibleError):
     outputs (and cache keys) would differ from what was pinned."""
 
     code = "stage_version_mismatch"
+
+
+# -- fetching URLs chosen by callers (pipeline.safe_fetch) ------------------------------------
+class UrlNotAllowedError(InputError):
+    """The URL may not be fetched: not http(s), credentials in it, a numerically encoded
+    host, or a host that is (or resolves to) a non-public address; ``reason`` says which."""
+
+    code = "url_not_allowed"
+
+
+class FetchFailedError(InputError):
+    """The URL could not be fetched: no such host, connection refused, an HTTP error status
+    (``upstream_status``), a broken response or too many redirects."""
+
+    code = "fetch_failed"
+
+
+class FetchTimeoutError(FetchFailedError):
+    """The fetch did not finish within its total deadline (resolution, connection, every
+    redirect and the whole body together)."""
+
+    code = "fetch_timeout"
+
+
+class PayloadTooLargeError(InputError):
+    """The fetched body is over the byte cap (declared or counted)."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotAnImageError(InputError):
+    """The URL answered with something that is not a supported image (sniffed bytes)."""
+
+    code = "not_an_image"
+    http_status = 415

@@ -7,12 +7,20 @@ job (``plans`` table, by digest), it is what every worker runs. A revision start
 parent's pinned plan: the parent's template content and backend choices, with only what
 the request changes. The capture (and the brand logo) are stored as blobs first; the job
 row is committed before ``start_job`` is sent, so a worker always finds it.
+
+A URL capture (``submit_url_capture``) is recorded the same way but without its bytes: the
+plan does not depend on them, so it is pinned now, the job keeps ``source_url`` with
+``capture_digest`` NULL, and the message sent is ``fetch_capture``: a worker downloads the
+image (``pipeline.safe_fetch``, under a total deadline), stores it and starts the job. No
+HTTP request ever waits on someone else's server.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
+from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.jobspec import JobSpec, build_job_plan
@@ -28,11 +36,37 @@ from storage.models import Job
 from storage.plans import store_plan
 from tasks.app import app as celery_app
 
+FETCH_CAPTURE = "skuforge.fetch_capture"
+log = logging.getLogger(__name__)
+
 
 class Submission(NamedTuple):
     job: Job
     created: bool
     plan: Plan
+
+
+def _pin(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    spec: JobSpec,
+    parent_plan: dict[str, Any] | None,
+    audit: dict[str, Any] | None,
+) -> tuple[Plan, dict[str, Any]]:
+    """The job's plan and its pinned content (backends resolved against live workers)."""
+    resolver = registry_resolver(
+        sessions, settings, pinned=(parent_plan or {}).get("resolved_backends")
+    )
+    template = (
+        Template.model_validate(parent_plan["plan"]["template_content"]) if parent_plan else None
+    )
+    plan = build_job_plan(spec, settings, resolver=resolver, template=template)
+    brand_rules = (
+        {"brand": audit["brand"], "version": audit["brand_rules_version"]}
+        if audit and "brand_rules_version" in audit
+        else (parent_plan or {}).get("brand_rules")
+    )
+    return plan, pinned_content(plan, resolved=resolver.resolved, brand_rules=brand_rules)
 
 
 def submit_capture(
@@ -49,25 +83,15 @@ def submit_capture(
     parent_id: str | None = None,
     parent_plan: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
+    source_url: str | None = None,
+    source: dict[str, Any] | None = None,
 ) -> Submission:
     """The job, whether it is new, and its plan. A repeat of an idempotent request returns
     the first job, unsent. ``parent_plan`` is the pinned content of the job this one
-    revises."""
+    revises; ``source_url``/``source`` record where the capture came from."""
     if logo is not None:
         spec = spec.model_copy(update={"extras": {**spec.extras, "logo": store.put(logo)}})
-    resolver = registry_resolver(
-        sessions, settings, pinned=(parent_plan or {}).get("resolved_backends")
-    )
-    template = (
-        Template.model_validate(parent_plan["plan"]["template_content"]) if parent_plan else None
-    )
-    plan = build_job_plan(spec, settings, resolver=resolver, template=template)
-    brand_rules = (
-        {"brand": audit["brand"], "version": audit["brand_rules_version"]}
-        if audit and "brand_rules_version" in audit
-        else (parent_plan or {}).get("brand_rules")
-    )
-    pinned = pinned_content(plan, resolved=resolver.resolved, brand_rules=brand_rules)
+    plan, pinned = _pin(sessions, settings, spec, parent_plan, audit)
     capture_digest = store.put(capture)
     with transaction(sessions) as session:
         job, created = create_job(
@@ -84,6 +108,7 @@ def submit_capture(
         )
         if created:
             job.plan_digest = store_plan(session, pinned)
+            job.source_url, job.source = source_url, source
             add_event(
                 session,
                 job,
@@ -97,3 +122,67 @@ def submit_capture(
             "skuforge.start_job", args=[job.id], queue="default", ignore_result=True
         )
     return Submission(job, created, plan)
+
+
+def submit_url_capture(
+    sessions: sessionmaker[Session],
+    store: LocalArtifactStore,
+    settings: Settings,
+    *,
+    tenant_id: str,
+    url: str,
+    spec: JobSpec,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    source: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
+    send: bool = True,
+    fetch_queue: str = "default",
+) -> Submission:
+    """A job whose capture a worker fetches from ``url``: pinned and recorded now (with
+    ``capture_digest`` NULL), ``fetch_capture`` sent after the commit. Check the URL's
+    syntax first (``pipeline.safe_fetch.check_url``); the worker checks everything again.
+
+    ``send=False`` leaves the message to the caller (``send_fetch_capture``), e.g. to send
+    a batch's messages together; a job whose message never goes out is re-sent by the
+    reconciler. ``store`` is unused (the capture is not here yet) but kept so the two
+    submit functions take the same leading arguments."""
+    del store
+    plan, pinned = _pin(sessions, settings, spec, None, audit)
+    with transaction(sessions) as session:
+        job, created = create_job(
+            session,
+            tenant_id=tenant_id,
+            template=plan.template,
+            params=spec.model_dump(mode="json"),
+            sku=spec.sku.model_dump(mode="json") if spec.sku else None,
+            seed=spec.seed,
+            capture_digest=None,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if created:
+            job.plan_digest = store_plan(session, pinned)
+            job.source_url, job.source = url, source
+            add_event(
+                session,
+                job,
+                "job_queued",
+                {"stages": [i.id for i in plan.invocations], "source_url": url, **(audit or {})},
+            )
+    if created and send:
+        send_fetch_capture(job.id, queue=fetch_queue)
+    return Submission(job, created, plan)
+
+
+def send_fetch_capture(job_id: str, *, queue: str = "default") -> bool:
+    """Ask a worker to fetch the job's capture; False (logged) when the broker is down: the
+    job is recorded, and the reconciler sends the message once the broker is back."""
+    try:
+        celery_app.send_task(
+            FETCH_CAPTURE, args=[job_id], queue=queue, ignore_result=True, retry=False
+        )
+    except (OperationalError, OSError) as exc:
+        log.warning("fetch_capture for job %s not sent (the reconciler will): %s", job_id, exc)
+        return False
+    return True

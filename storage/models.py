@@ -89,6 +89,11 @@ class Job(Base):
         ForeignKey("jobs.id", ondelete="SET NULL"), default=None
     )
     capture_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    # A URL capture: where a worker fetches it from (``capture_digest`` stays NULL until the
+    # fetch_capture task stores it), and where the job came from (a store integration, a
+    # batch row) for whoever needs to trace it back.
+    source_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
 
 QUEUES = ("default", "cpu", "gpu", "bulk")
 
-app = Celery("skuforge", include=["tasks.stages", "tasks.reconcile", "tasks.worker_registry"])
+app = Celery(
+    "skuforge",
+    include=[
+        "tasks.stages",
+        "tasks.reconcile",
+        "tasks.worker_registry",
+        "tasks.fetch",
+    ],
+)
 
 
 def configure(celery: Celery) -> None:

@@ -2,7 +2,8 @@
 
 A message can be lost (Redis restarted without AOF, a crash between a claim and its send)
 and a worker can die holding a stage's lease. For each stuck job the reconciler re-sends
-``start_job`` for a job that never started, ``run_stage`` for every ``queued`` invocation
+``fetch_capture`` for a URL capture never fetched, ``start_job`` for a job that never
+started, ``run_stage`` for every ``queued`` invocation
 and every ``running`` one whose lease ran out, and ``finish_job`` when every stage is done
 but the job is not finished. All of them are safe to repeat: a stage takes its lease
 atomically and finds finished work in the stage cache; ``finish_job`` records assets once.
@@ -48,7 +49,10 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
     with ctx.sessions() as session, session.begin():
         for job in stuck_jobs(session, deadline):
             statuses = run_statuses(session, job.id)
-            if not statuses:
+            if not statuses and job.capture_digest is None and job.source_url:
+                sends.append((job.id, "fetch", None))  # a URL capture not fetched yet
+                what = "fetch_capture"
+            elif not statuses:
                 sends.append((job.id, "start", None))
                 what = "start"
             else:
@@ -64,6 +68,8 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
     for job_id, kind, invocation in sends:
         if kind == "start":
             app.send_task("skuforge.start_job", args=[job_id], queue="default")
+        elif kind == "fetch":
+            app.send_task("skuforge.fetch_capture", args=[job_id], queue="default")
         elif kind == "stage":
             send_stage(job_id, invocation)
         else:

@@ -1,4 +1,10 @@
-"""``POST /v1/captures``: a photo in (multipart upload or ``image_url``), a queued job out."""
+"""``POST /v1/captures``: a photo in (multipart upload or ``image_url``), a queued job out.
+
+An ``image_url`` is never fetched here: the URL's syntax (and a literal IP host) is checked
+at once, the job is recorded with its pinned plan, and a worker fetches the image
+(``tasks.fetch``). The message is handed to the background sender, so the answer never
+waits on the broker either.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,15 @@ from starlette.datastructures import UploadFile
 from brand_rules import BrandRules
 from pipeline.errors import InvalidParameterError, InvalidSkuError
 from pipeline.jobspec import JobSpec
+from pipeline.safe_fetch import check_url
 from pipeline.stage import canonical_json
 from pipeline.stages.ingest import sniff_format
 from service.deps import ApiContext, ContextDep, TenantDep
-from service.fetch import fetch_capture
 from service.job_views import job_public, job_url, new_job_public
+from service.message_sender import message_sender
 from service.problems import ProblemError
 from service.schemas import CaptureJson, JobPublic
-from service.submission import submit_capture
+from service.submission import FETCH_CAPTURE, submit_capture, submit_url_capture
 from sku_templates import Sku
 from storage.brands import latest_brand_rules
 from storage.jobs import get_job
@@ -207,6 +214,40 @@ def submit(
         return job_public(session, current), False
 
 
+def submit_url(
+    context: ApiContext,
+    tenant: Tenant,
+    url: str,
+    fields: dict[str, Any],
+    idempotency_key: str | None,
+) -> tuple[JobPublic, bool]:
+    """A job whose capture a worker will fetch from ``url``."""
+    spec, audit = build_spec(context, tenant, fields)
+    # The URL stands in for the bytes: the same URL and job is the same request.
+    request_hash = hashlib.sha256(
+        canonical_json({"image_url": url, "spec": spec.model_dump(mode="json"), "parent": None})
+    ).hexdigest()
+    job, created, plan = submit_url_capture(
+        context.sessions,
+        context.store,
+        context.settings,
+        tenant_id=tenant.id,
+        url=url,
+        spec=spec,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        audit=audit,
+        send=False,
+    )
+    if created:
+        message_sender().submit(FETCH_CAPTURE, [job.id])
+        return new_job_public(job, [i.id for i in plan.invocations]), True
+    with context.sessions() as session:
+        current = get_job(session, tenant.id, job.id)
+        assert current is not None
+        return job_public(session, current), False
+
+
 def accepted(response: Response, job: JobPublic, created: bool) -> JobPublic:
     response.headers["Location"] = job_url(job.id)
     if not created:
@@ -223,7 +264,10 @@ def accepted(response: Response, job: JobPublic, created: bool) -> JobPublic:
     responses={
         413: {"description": "upload too large"},
         415: {"description": "not an image, or not multipart/JSON"},
-        422: {"description": "bad SKU, parameters, or Idempotency-Key reuse"},
+        422: {
+            "description": "bad SKU, parameters, Idempotency-Key reuse, or an image_url that "
+            "may not be fetched (url_not_allowed)"
+        },
     },
 )
 async def post_capture(
@@ -249,16 +293,13 @@ async def post_capture(
                     for e in exc.errors(include_url=False, include_input=False)
                 ],
             ) from exc
-        api = context.settings.api
-        capture = await run_in_threadpool(
-            fetch_capture,
-            body.image_url,
-            max_bytes=api.max_upload_bytes,
-            timeout_s=api.fetch_timeout_s,
-            allow_private=api.allow_private_urls,
-        )
-        logo = None
+        # Refused now if it can be without DNS; a name is resolved (once) by the worker.
+        check_url(body.image_url, allow_private=context.settings.api.allow_private_urls)
         fields = body.model_dump(exclude={"image_url"})
+        job, created = await run_in_threadpool(
+            submit_url, context, tenant, body.image_url, fields, idempotency_key
+        )
+        return accepted(response, job, created)
     else:
         raise ProblemError(
             415,

@@ -1,0 +1,132 @@
+"""Celery messages sent off the request path, for requests that must answer whatever the
+broker does (store webhooks, URL captures).
+
+Sending through kombu's Redis transport on a dead broker takes seconds even with
+``retry=False`` (redis-py retries the connection with backoff), and on a black-holed one as
+long as the connect timeout. So a route that has committed its rows hands the message to
+this sender and answers at once: one daemon thread per process sends the messages in
+order. Every message sent this way stands for a database row that the reconciler re-sends
+from if the message never leaves (or is lost later), so the sender may drop messages: when
+a send fails it drops everything for ``pause_s`` instead of queueing behind a dead broker,
+and it drops new messages while ``max_pending`` are waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kombu.exceptions import OperationalError
+
+from tasks.app import app as celery_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Message:
+    task: str
+    args: list[Any]
+    queue: str
+    on_sent: Callable[[], None] | None = field(default=None, compare=False)
+
+
+class MessageSender:
+    def __init__(self, *, pause_s: float = 5.0, max_pending: int = 10_000) -> None:
+        self.pause_s = pause_s
+        self._pending: queue.Queue[_Message] = queue.Queue(maxsize=max_pending)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._paused_until = 0.0
+        self.sent = self.dropped = 0
+
+    def submit(
+        self,
+        task: str,
+        args: list[Any],
+        *,
+        queue_name: str = "default",
+        on_sent: Callable[[], None] | None = None,
+    ) -> bool:
+        """Queue a message without waiting; False if it was dropped (queue full). ``on_sent``
+        runs on the sender thread after the broker took the message."""
+        self._start()
+        try:
+            self._pending.put_nowait(_Message(task, args, queue_name, on_sent))
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Whether every queued message was handled within ``timeout_s`` (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._pending.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="skuforge-message-sender", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            message = self._pending.get()
+            try:
+                self._send(message)
+            finally:
+                self._pending.task_done()
+
+    def _send(self, message: _Message) -> None:
+        if time.monotonic() < self._paused_until:
+            self.dropped += 1
+            return
+        try:
+            celery_app.send_task(
+                message.task,
+                args=message.args,
+                queue=message.queue,
+                ignore_result=True,
+                retry=False,
+            )
+        except (OperationalError, OSError) as exc:
+            self._paused_until = time.monotonic() + self.pause_s
+            self.dropped += 1
+            log.warning(
+                "broker unreachable: %s not sent, and messages are dropped for %.0f s (the "
+                "reconciler re-sends them from the database): %s",
+                message.task,
+                self.pause_s,
+                exc,
+            )
+            return
+        self.sent += 1
+        if message.on_sent is not None:
+            try:
+                message.on_sent()
+            except Exception:  # bookkeeping only: the reconciler covers a missed mark
+                log.exception("after sending %s", message.task)
+
+
+_sender_lock = threading.Lock()
+_sender: MessageSender | None = None
+
+
+def message_sender() -> MessageSender:
+    """This process's sender (one thread, made on first use)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = MessageSender()
+        return _sender
