@@ -17,7 +17,7 @@ class StagePublic(BaseModel):
     id: str = Field(description="invocation id, e.g. cutout or packshots.marketplace_main")
     stage: str
     backend: str | None = Field(description="null until the stage starts")
-    status: Literal["pending", "running", "done", "failed", "skipped"]
+    status: Literal["pending", "queued", "running", "done", "failed", "skipped"]
     cache_hit: bool
     attempts: int
     wall_s: float | None = None
