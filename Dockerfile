@@ -16,13 +16,17 @@ RUN useradd --create-home --uid 10001 skuforge
 WORKDIR /app
 
 COPY pyproject.toml README.md LICENSE ./
+COPY requirements requirements
+# exactly what CI passed on: the hashed lock (it covers the dev extra too), then the package
+RUN pip install --require-hashes --no-deps -r requirements/pip.txt \
+    && pip install --require-hashes --no-deps -r requirements/lock.txt
 COPY service service
 COPY tasks tasks
 COPY pipeline pipeline
 COPY storage storage
 COPY brand_rules brand_rules
 COPY sku_templates sku_templates
-RUN pip install .
+RUN pip install --no-deps --no-build-isolation .
 
 ENV SKUFORGE_STORE__ROOT=/data/store \
     SKUFORGE_REMBG__HOME=/models/rembg
