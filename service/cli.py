@@ -2,6 +2,7 @@
 
     skuforge run CAPTURE [--sku FILE] [--template NAME] [--set stage.param=value ...] --out DIR
     skuforge templates
+    skuforge batch run CATALOGUE.csv [--images DIR|ZIP] --out DIR   (see service/batch_cli.py)
 
 Errors are printed as ``error [code]: message`` with exit code 2 for bad input and 1 for
 anything else, so scripts can tell a bad capture from a broken installation.
@@ -44,6 +45,7 @@ from pipeline.plan import APPAREL_CATEGORIES, Invocation, parse_overrides
 from pipeline.settings import get_settings
 from pipeline.templates import section_params, template_slots
 from pipeline.version import __version__
+from service.batch_cli import add_batch_commands
 from service.local_jobs import export_job, read_brand, read_sku, run_local_job
 from sku_templates import list_templates
 from storage import LocalArtifactStore
@@ -310,7 +312,7 @@ def cmd_templates(args: argparse.Namespace) -> int:
         )
         cutout = section_params(template, "cutout").model_dump(mode="json")
         table.add_row(template.name, cutout["backend"], slots, template.description)
-    Console().print(table)
+    _stdout_console(table).print(table)
     return 0
 
 
@@ -377,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_create.set_defaults(handler=cmd_keys_create)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("--queues", default="cpu,default", help="e.g. cpu,default or gpu")
+    worker.add_argument(
+        "--queues", default="cpu,default,webhooks", help="e.g. cpu,default,webhooks or gpu"
+    )
     worker.add_argument(
         "--pool",
         default="prefork",
@@ -419,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     templates = sub.add_parser("templates", help="list the SKU templates")
     templates.set_defaults(handler=cmd_templates)
+
+    add_batch_commands(sub)  # skuforge batch run | submit (service/batch_cli.py)
     return parser
 
 
