@@ -77,6 +77,45 @@ class ApiSettings(BaseModel):
     )
 
 
+class BatchSettings(BaseModel):
+    """Bulk catalogue runs: ``POST /v1/batches`` and ``skuforge batch``."""
+
+    max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="per tenant: batch rows being fetched or run at once; the rest wait in "
+        "the database and are released as these finish",
+    )
+    max_rows: int = Field(default=200_000, ge=1, description="data rows in one catalogue CSV")
+    max_line_chars: int = Field(
+        default=65_536, ge=1024, description="longest physical CSV line; longer is a row error"
+    )
+    archive_max_entries: int = Field(default=20_000, ge=1, description="files in an image ZIP")
+    archive_max_entry_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="uncompressed size of one ZIP entry"
+    )
+    archive_max_total_bytes: int = Field(
+        default=4 * 1024 * 1024 * 1024, gt=0, description="uncompressed size of a whole ZIP"
+    )
+    archive_max_ratio: float = Field(
+        default=100.0,
+        gt=1,
+        description="largest uncompressed/compressed ratio of an entry over 1 MiB (zip bomb)",
+    )
+    fetch_deadline_s: float = Field(
+        default=30.0, gt=0, description="an image_url row's whole download, redirects included"
+    )
+    fetch_retries: int = Field(
+        default=3, ge=0, le=20, description="retries of an image_url that timed out or got 5xx"
+    )
+    sweep_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often beat re-sends lost row messages and releases waiting rows",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SKUFORGE_", env_nested_delimiter="__", extra="ignore"
@@ -115,6 +154,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     rembg: RembgSettings = Field(default_factory=RembgSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
