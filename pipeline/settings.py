@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "skuforge-dev-secret-change-me"
@@ -116,6 +116,66 @@ class BatchSettings(BaseModel):
     )
 
 
+# Standard Webhooks' schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+WEBHOOK_SPEC_SCHEDULE_S = (
+    0.0,
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    50400.0,
+    72000.0,
+    86400.0,
+)
+
+
+class WebhookSettings(BaseModel):
+    """Outbound webhooks (Standard Webhooks 1.0): retry schedule, timeouts, secret rotation."""
+
+    schedule_s: list[float] = Field(
+        default_factory=lambda: list(WEBHOOK_SPEC_SCHEDULE_S),
+        min_length=1,
+        max_length=30,
+        description="delay before each attempt; the first is 0 (a message is due when its "
+        "transaction commits); after the last attempt fails the message is dead-lettered "
+        "(`failed`). A JSON list in the environment",
+    )
+    jitter: float = Field(
+        default=0.1, ge=0, le=1, description="each retry delay is stretched by up to this share"
+    )
+    timeout_s: float = Field(default=15.0, gt=0, le=120, description="per attempt, whole request")
+    countdown_max_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="retries due within this are sent as Celery countdowns; later ones wait "
+        "in the database for the sweep (long ETAs would outlive Redis' visibility timeout)",
+    )
+    sweep_s: float = Field(
+        default=10.0, gt=0, description="how often beat sends due and lost deliveries"
+    )
+    batch_size: int = Field(default=10, ge=1, le=100, description="messages per delivery task")
+    rotation_overlap_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        le=30 * 24 * 3600.0,
+        description="after a secret rotation, deliveries carry both signatures this long",
+    )
+    retry_after_max_s: float = Field(
+        default=24 * 3600.0, gt=0, description="a receiver's Retry-After is honoured up to this"
+    )
+
+    @field_validator("schedule_s")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("webhook schedule delays must be >= 0")
+        if value[0] != 0:
+            raise ValueError("the first webhook attempt is immediate: schedule_s must start at 0")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SKUFORGE_", env_nested_delimiter="__", extra="ignore"
@@ -154,6 +214,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     rembg: RembgSettings = Field(default_factory=RembgSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @model_validator(mode="after")

@@ -22,10 +22,11 @@ from service.docs_ui import install_docs
 from service.event_stream import JobEventStreams
 from service.metrics import JobStoreCollector, RequestMetrics, RequestMetricsMiddleware
 from service.problems import install_problem_handlers
-from service.routes import assets, captures, catalogue, health, jobs
+from service.routes import assets, captures, catalogue, health, jobs, webhooks
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory
 from storage.notify import install_event_publisher
+from storage.webhooks import install_delivery_trigger
 
 DESCRIPTION = """One product photo in, a governed e-commerce asset set out.
 
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.context = context
+    # Webhook messages written by this process's commits go to the deliverer right away.
+    install_delivery_trigger(webhooks.send_deliveries, batch_size=settings.webhooks.batch_size)
     app.state.event_streams = event_streams
     registry = CollectorRegistry()
     registry.register(JobStoreCollector(context))
@@ -76,6 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=RequestMetrics(registry))
     install_problem_handlers(app)
     install_docs(app, title=app.title)
-    for module in (captures, jobs, assets, catalogue, health):
+    for module in (captures, jobs, assets, catalogue, health, webhooks):
         app.include_router(module.router)
     return app

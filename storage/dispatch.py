@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from storage.jobs import add_event
 from storage.models import FINAL_JOB_STATUSES, Job, StageRun, utcnow
+from storage.webhooks import emit_job_failed
 
 RunClaim = Literal["run", "done", "busy", "not_ready", "stopped"]
 
@@ -237,6 +238,7 @@ def fail_run(session: Session, job: Job, invocation_id: str, error: dict[str, An
     if set_job_status(session, job, "failed", error={**error, "stage": invocation_id}):
         add_event(session, job, "stage_failed", {"stage": invocation_id, **error})
         add_event(session, job, "job_failed", {"stage": invocation_id, **error})
+        emit_job_failed(session, job)  # the webhook outbox row commits with the status
 
 
 def resendable(session: Session, job_id: str, now: datetime | None = None) -> list[str]:

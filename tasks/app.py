@@ -1,11 +1,12 @@
 """The Celery app: queues, routing and reliability settings.
 
 Queues: ``cpu`` (procedural stages), ``gpu`` (model backends: one task at a time per GPU
-worker, solo pool), ``default`` (job bookkeeping), ``bulk`` (catalogue imports). Tasks are
-idempotent through the stage cache, so they are acknowledged late and re-queued when a
-worker dies; prefetch is 1 so a long stage never holds other tasks hostage. The broker's
-visibility timeout is above the longest stage's hard time limit, or Redis would hand a
-still-running task to a second worker.
+worker, solo pool), ``default`` (job bookkeeping), ``bulk`` (catalogue imports), ``webhooks``
+(outbound webhook deliveries, ``tasks.webhooks``). Tasks are idempotent through the stage
+cache, so they are acknowledged late and re-queued when a worker dies; prefetch is 1 so a
+long stage never holds other tasks hostage. The broker's visibility timeout is above the
+longest stage's hard time limit, or Redis would hand a still-running task to a second
+worker.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeline.settings import get_settings
 if TYPE_CHECKING:
     from pipeline.plan import Invocation
 
-QUEUES = ("default", "cpu", "gpu", "bulk")
+QUEUES = ("default", "cpu", "gpu", "bulk", "webhooks")
 
 app = Celery(
     "skuforge",
@@ -29,6 +30,7 @@ app = Celery(
         "tasks.reconcile",
         "tasks.worker_registry",
         "tasks.fetch",
+        "tasks.webhooks",
     ],
 )
 
@@ -41,6 +43,12 @@ def configure(celery: Celery) -> None:
         result_backend=settings.result_backend,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="default",
+        # Deliveries wait on other people's servers: their own queue, so a backlog of them
+        # never sits in front of a stage, and an operator can give them their own workers.
+        task_routes={
+            "skuforge.deliver_webhooks": {"queue": "webhooks"},
+            "skuforge.sweep_webhooks": {"queue": "webhooks"},
+        },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

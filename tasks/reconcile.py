@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from pipeline.settings import get_settings
 from storage.dispatch import resendable, run_statuses
 from storage.jobs import add_event
 from storage.models import Job, utcnow
@@ -85,5 +86,11 @@ app.conf.beat_schedule = {
         "task": "skuforge.reconcile",
         "schedule": 60.0,
         "options": {"queue": "default"},
-    }
+    },
+    # Outbound webhooks: due retries, lost triggers, deliverers that died (tasks.webhooks).
+    "sweep-webhooks": {
+        "task": "skuforge.sweep_webhooks",
+        "schedule": get_settings().webhooks.sweep_s,
+        "options": {"queue": "webhooks"},
+    },
 }

@@ -35,6 +35,7 @@ from pipeline.stage import canonical_json
 from storage.dispatch import begin_run, fail_run, finish_run, release_run, set_job_status
 from storage.jobs import add_event, record_outputs
 from storage.models import FINAL_JOB_STATUSES, Job
+from storage.webhooks import emit_job_failed, emit_job_finished
 from storage.workers import advertised_models, live_workers
 from tasks.app import app, queue_for
 from tasks.dispatch import prepare, send_ready
@@ -199,8 +200,10 @@ def finish_job(job_id: str) -> dict[str, Any]:
         try:
             result = ctx.executor.collect(plan, capture, _extras(job))
         except SkuforgeError as exc:
-            set_job_status(session, job, "failed", error=exc.to_dict())
+            failed = set_job_status(session, job, "failed", error=exc.to_dict())
             add_event(session, job, "job_failed", exc.to_dict())
+            if failed:  # the outbox row commits with the status (storage.webhooks)
+                emit_job_failed(session, job)
             return {"job": job_id, "error": exc.to_dict()}
         runs = {r.invocation_id: r for r in job.stage_runs}
         for record in result.records:
@@ -229,4 +232,6 @@ def finish_job(job_id: str) -> dict[str, Any]:
             add_event(
                 session, job, "job_finished", {"verdict": job.verdict, "lineage": lineage_digest}
             )
+            # job.completed (and review.required) in the transaction that sets the verdict
+            emit_job_finished(session, job)
     return {"job": job_id, "verdict": lineage["verdict"]}
