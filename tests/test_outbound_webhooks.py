@@ -48,6 +48,7 @@ from storage.webhooks import (
     create_endpoint,
     emit_batch_completed,
     emit_job_finished,
+    install_delivery_trigger,
     pending_trigger,
     record_attempt,
     render_body,
@@ -574,22 +575,26 @@ def test_a_finish_that_rolls_back_emits_nothing(sessions: sessionmaker[Session])
     from storage.models import Job
 
     _, job_id, every, _ = _tenant_with_endpoints(sessions)
-    with pytest.raises(SimulatedCrashError), transaction(sessions) as session:
-        job = session.get(Job, job_id)
-        assert job is not None and set_job_status(session, job, "needs_review")
-        ids = emit_job_finished(session, job)
-        assert len(ids) == 2 and pending_trigger(session) == ids  # written, not committed
+    triggered: list[str] = []  # what the after-commit trigger hands to the deliverer
+    install_delivery_trigger(triggered.extend)
+    with pytest.raises(SimulatedCrashError), transaction(sessions) as crashed:
+        job = crashed.get(Job, job_id)
+        assert job is not None and set_job_status(crashed, job, "needs_review")
+        ids = emit_job_finished(crashed, job)
+        assert len(ids) == 2 and pending_trigger(crashed) == ids  # written, not committed
         raise SimulatedCrashError  # e.g. the lineage write failed after the status was set
     assert _messages(sessions, job_id) == []
+    assert pending_trigger(crashed) == [] and triggered == []  # nothing to deliver
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "queued"
-        assert pending_trigger(session) == []
 
     with transaction(sessions) as session:
         job = session.get(Job, job_id)
         assert job is not None and set_job_status(session, job, "needs_review")
-        emit_job_finished(session, job)
+        ids = emit_job_finished(session, job)
+        assert triggered == []  # not before the commit
+    assert sorted(triggered) == sorted(ids)
     # fan-out at emit time: one message per subscribed endpoint (the failures-only one: none)
     assert _messages(sessions, job_id) == [("job.completed", every), ("review.required", every)]
 
