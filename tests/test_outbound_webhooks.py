@@ -350,15 +350,22 @@ def test_500_500_200_is_one_success_with_one_webhook_id(hooks: Hooks) -> None:
 
 
 @pytest.mark.slow
-def test_retry_after_is_honoured(hooks: Hooks) -> None:
-    hooks.receiver.script["/busy"] = [(503, {"Retry-After": "1"})]
+def test_a_redirect_is_a_failure_and_retry_after_is_honoured(hooks: Hooks) -> None:
+    hooks.receiver.script["/busy"] = [
+        (302, {"Location": hooks.receiver.url("/elsewhere")}),
+        (503, {"Retry-After": "1"}),
+    ]
     _, secret = hooks.endpoint("/busy")
     hooks.start_worker()
     (message_id,) = hooks.emit()
     message = hooks.wait_status(message_id, "succeeded")
-    first, second = (datetime.fromisoformat(a["started_at"]) for a in message["attempt_log"])
+    log = message["attempt_log"]
+    assert [a["status_code"] for a in log] == [302, 503, 200]
+    assert log[0]["error"]["code"] == "redirect_not_followed"  # 3xx fails, never followed
+    assert hooks.receiver.at("/elsewhere") == []
+    second, third = (datetime.fromisoformat(a["started_at"]) for a in log[1:])
     # the schedule says 0.2 s; the receiver asked for 1 s, and a retry never comes earlier
-    assert (second - first).total_seconds() >= 1.0
+    assert (third - second).total_seconds() >= 1.0
     assert all(verify(r, secret) for r in hooks.receiver.at("/busy"))
 
 
