@@ -148,3 +148,11 @@ class NotAnImageError(InputError):
 
     code = "not_an_image"
     http_status = 415
+
+
+class InvalidStorePayloadError(InputError):
+    """A correctly signed store webhook whose body is not the product JSON its topic
+    promises (``pipeline.store_payloads``)."""
+
+    code = "invalid_webhook_payload"
+    http_status = 400

@@ -65,7 +65,15 @@ class ApiSettings(BaseModel):
         default=False,
         description="let image_url reach loopback/private addresses (tests, on-prem fetchers)",
     )
-    fetch_timeout_s: float = Field(default=15.0, gt=0)
+    fetch_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="total deadline of one image fetch by a worker (resolution, every "
+        "redirect and the whole body), not a per-read timeout",
+    )
+    store_webhook_max_bytes: int = Field(
+        default=2 * 1024 * 1024, gt=0, description="largest store webhook body; 413 above it"
+    )
     key_cache_s: float = Field(
         default=30.0, ge=0, description="how long a verified API key is trusted without the DB"
     )
@@ -208,6 +216,12 @@ class Settings(BaseSettings):
         gt=0,
         description="how often a worker refreshes its registry row (queues, models); a "
         "worker silent for 3 beats is not live",
+    )
+    store_event_resend_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a store webhook event not processed this long after its message was "
+        "sent (or never sent: the broker was down) is sent again by the reconciler",
     )
     store: StoreSettings = Field(default_factory=StoreSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

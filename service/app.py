@@ -22,7 +22,16 @@ from service.docs_ui import install_docs
 from service.event_stream import JobEventStreams
 from service.metrics import JobStoreCollector, RequestMetrics, RequestMetricsMiddleware
 from service.problems import install_problem_handlers
-from service.routes import assets, captures, catalogue, health, jobs, webhooks
+from service.routes import (
+    assets,
+    captures,
+    catalogue,
+    health,
+    integrations,
+    jobs,
+    store_webhooks,
+    webhooks,
+)
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory
 from storage.notify import install_event_publisher
@@ -79,6 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=RequestMetrics(registry))
     install_problem_handlers(app)
     install_docs(app, title=app.title)
-    for module in (captures, jobs, assets, catalogue, health, webhooks):
+    for module in (
+        captures,
+        jobs,
+        assets,
+        catalogue,
+        health,
+        webhooks,
+        integrations,
+        store_webhooks,
+    ):
         app.include_router(module.router)
     return app

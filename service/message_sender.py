@@ -1,5 +1,6 @@
 """Celery messages sent off the request path, for requests that must answer whatever the
-broker does (store webhooks, URL captures).
+broker does (store webhooks, URL captures), and the bit of work that must happen in the
+API process before such a message goes out but need not hold up the answer (``prepare``).
 
 Sending through kombu's Redis transport on a dead broker takes seconds even with
 ``retry=False`` (redis-py retries the connection with backoff), and on a black-holed one as
@@ -7,8 +8,9 @@ long as the connect timeout. So a route that has committed its rows hands the me
 this sender and answers at once: one daemon thread per process sends the messages in
 order. Every message sent this way stands for a database row that the reconciler re-sends
 from if the message never leaves (or is lost later), so the sender may drop messages: when
-a send fails it drops everything for ``pause_s`` instead of queueing behind a dead broker,
-and it drops new messages while ``max_pending`` are waiting.
+a send fails it drops every send for ``pause_s`` instead of queueing behind a dead broker
+(``prepare`` steps still run: they need the database, not the broker), and it drops new
+messages while ``max_pending`` are waiting.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class _Message:
     args: list[Any]
     queue: str
     on_sent: Callable[[], None] | None = field(default=None, compare=False)
+    prepare: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 class MessageSender:
@@ -52,12 +55,14 @@ class MessageSender:
         *,
         queue_name: str = "default",
         on_sent: Callable[[], None] | None = None,
+        prepare: Callable[[], bool] | None = None,
     ) -> bool:
-        """Queue a message without waiting; False if it was dropped (queue full). ``on_sent``
-        runs on the sender thread after the broker took the message."""
+        """Queue a message without waiting; False if it was dropped (queue full). On the
+        sender thread, ``prepare`` runs first (the message goes only if it returns True)
+        and ``on_sent`` after the broker took the message."""
         self._start()
         try:
-            self._pending.put_nowait(_Message(task, args, queue_name, on_sent))
+            self._pending.put_nowait(_Message(task, args, queue_name, on_sent, prepare))
         except queue.Full:
             self.dropped += 1
             return False
@@ -89,6 +94,13 @@ class MessageSender:
                 self._pending.task_done()
 
     def _send(self, message: _Message) -> None:
+        if message.prepare is not None:
+            try:
+                if not message.prepare():
+                    return
+            except Exception:  # its database row stays as it was, for the reconciler
+                log.exception("preparing %s", message.task)
+                return
         if time.monotonic() < self._paused_until:
             self.dropped += 1
             return

@@ -27,6 +27,7 @@ from pipeline.jobspec import JobSpec, build_job_plan
 from pipeline.pinning import pinned_content
 from pipeline.plan import Plan
 from pipeline.settings import Settings
+from pipeline.store_payloads import job_request
 from service.model_resolution import registry_resolver
 from sku_templates import Template
 from storage import LocalArtifactStore
@@ -173,6 +174,22 @@ def submit_url_capture(
     if created and send:
         send_fetch_capture(job.id, queue=fetch_queue)
     return Submission(job, created, plan)
+
+
+def pin_job_request(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    spec: JobSpec,
+    audit: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job a worker will create once it has the capture (store webhooks): the pinned
+    plan content, for the caller to store (``storage.plans.store_plan``) in its own
+    transaction, and the rest of the request (``pipeline.store_payloads.job_request``).
+    Backends resolve against the worker registry, which only this side does. Opens only
+    short read sessions of its own: call it outside the caller's write transaction (a
+    thread holding two pooled connections at once can starve the pool)."""
+    plan, pinned = _pin(sessions, settings, spec, None, audit)
+    return pinned, job_request(plan, spec, audit or {})
 
 
 def send_fetch_capture(job_id: str, *, queue: str = "default") -> bool:

@@ -100,16 +100,19 @@ class StoreEvent(Base):
     delivery_id: Mapped[str | None] = mapped_column(String(200), default=None)
     product_id: Mapped[str | None] = mapped_column(String(64), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # What the job will be if the image is new: plan digest (pinned at receipt by the API,
-    # which resolves backends against the worker registry), template, params, SKU, seed.
-    job_request: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # What the job will be if the photo is new: plan digest, template, params, SKU, seed.
+    # Pinned by the API right after it answered (it resolves backends against the worker
+    # registry); by the worker, against its own settings, if the API never got to it.
+    job_request: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
     status: Mapped[str] = mapped_column(String(16), default="received")
     outcome: Mapped[str | None] = mapped_column(String(24), default=None)
     capture_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), default=None
     )
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     sends: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
@@ -210,49 +213,36 @@ def shop_integrations(session: Session, shop_domain: str) -> list[StoreIntegrati
 
 
 # -- events --------------------------------------------------------------------------------
-def record_event(
+def insert_event(
     session: Session,
-    integration: StoreIntegration,
     *,
+    integration_id: str,
+    tenant_id: str,
     topic: str,
     dedupe_key: str,
     payload: dict[str, Any],
     product_id: str | None,
     webhook_id: str | None = None,
     delivery_id: str | None = None,
-    job_request: dict[str, Any] | None = None,
-    error: dict[str, Any] | None = None,
-) -> tuple[StoreEvent, bool]:
-    """(event, created): a delivery with a key seen before returns the first event."""
+) -> StoreEvent:
+    """A new ``received`` event. A dedupe key seen before raises ``IntegrityError`` at the
+    flush: the caller's transaction is then spoilt and the delivery is a duplicate. (No
+    savepoint: this is on the webhook's answer path, and a duplicate is the rare case.)"""
     event = StoreEvent(
-        integration_id=integration.id,
-        tenant_id=integration.tenant_id,
+        integration_id=integration_id,
+        tenant_id=tenant_id,
         topic=topic,
         dedupe_key=dedupe_key,
         webhook_id=webhook_id,
         delivery_id=delivery_id,
         product_id=product_id,
         payload=payload,
-        job_request=job_request,
-        status="failed" if error is not None else "received",
-        error=error,
-        processed_at=utcnow() if error is not None else None,
+        status="received",
         sends=0,
     )
-    try:
-        with session.begin_nested():
-            session.add(event)
-            session.flush()
-    except IntegrityError:
-        existing = session.scalar(
-            select(StoreEvent).where(
-                StoreEvent.integration_id == integration.id, StoreEvent.dedupe_key == dedupe_key
-            )
-        )
-        if existing is None:  # the conflicting row was deleted with its integration
-            raise
-        return existing, False
-    return event, True
+    session.add(event)
+    session.flush()
+    return event
 
 
 def mark_queued(session: Session, event_ids: list[str]) -> None:
@@ -284,6 +274,21 @@ def events_to_send(
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def set_job_request(session: Session, event_id: str, job_request: dict[str, Any]) -> bool:
+    """Attach the job request unless the event has one (or is processed) already."""
+    result = session.execute(
+        update(StoreEvent)
+        .where(
+            StoreEvent.id == event_id,
+            StoreEvent.job_request.is_(None),
+            StoreEvent.status.in_(("received", "queued")),
+        )
+        .values(job_request=job_request)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 def finish_event(

@@ -30,6 +30,7 @@ app = Celery(
         "tasks.reconcile",
         "tasks.worker_registry",
         "tasks.fetch",
+        "tasks.store_events",
         "tasks.webhooks",
     ],
 )

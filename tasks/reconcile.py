@@ -24,6 +24,7 @@ from storage.models import Job, utcnow
 from tasks.app import app
 from tasks.dispatch import send_finish, send_ready, send_stage
 from tasks.pinned_plans import job_plan
+from tasks.store_events import resend_store_events
 from tasks.worker_context import worker_context
 
 ACTIVE = ("queued", "running")
@@ -78,6 +79,7 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
     touched = sorted({job_id for job_id, _, _ in sends})
     for job_id in touched:  # a stage whose inputs finished but whose claim never happened
         send_ready(job_id)
+    resend_store_events()  # store webhooks whose message never left the API, or was lost
     return touched
 
 
