@@ -24,6 +24,7 @@ from pipeline.settings import Settings
 from storage.dispatch import set_job_status
 from storage.jobs import add_event
 from storage.models import FINAL_JOB_STATUSES, Job, utcnow
+from storage.webhooks import emit_job_failed
 from tasks.app import app
 from tasks.worker_context import worker_context
 
@@ -47,6 +48,7 @@ def fail_job(job_id: str, error: dict[str, Any]) -> bool:
         if job is None or not set_job_status(session, job, "failed", error=error):
             return False
         add_event(session, job, "job_failed", error)
+        emit_job_failed(session, job)  # job.failed webhooks commit with the status
     return True
 
 
