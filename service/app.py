@@ -29,6 +29,7 @@ from service.routes import (
     health,
     integrations,
     jobs,
+    review,
     store_webhooks,
     webhooks,
 )
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks,
         integrations,
         store_webhooks,
+        review,
     ):
         app.include_router(module.router)
     return app

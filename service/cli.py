@@ -47,6 +47,7 @@ from pipeline.templates import section_params, template_slots
 from pipeline.version import __version__
 from service.batch_cli import add_batch_commands
 from service.local_jobs import export_job, read_brand, read_sku, run_local_job
+from service.users_cli import add_users_commands
 from sku_templates import list_templates
 from storage import LocalArtifactStore
 
@@ -232,7 +233,11 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         tenant = session.scalar(select(Tenant).where(Tenant.name == args.tenant))
         if tenant is None:
             tenant = jobs.create_tenant(session, args.tenant)
-        key, _ = jobs.create_api_key(session, tenant, args.name)
+        key, row = jobs.create_api_key(session, tenant, args.name)
+        if args.scope:
+            from storage.review import grant_scopes
+
+            grant_scopes(session, row, args.scope)
     engine.dispose()
     print(key)
     sys.stderr.write(f"API key for tenant {args.tenant!r} (shown once; only its hash is stored)\n")
@@ -375,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys_create = keys.add_parser("create", help="create an API key for a tenant (made if new)")
     keys_create.add_argument("--tenant", required=True)
     keys_create.add_argument("--name", default="", help="label for the key")
+    keys_create.add_argument(
+        "--scope",
+        action="append",
+        choices=("review", "admin"),
+        help="review: decide and claim through the API; admin: assign, edit reason codes",
+    )
     keys_create.add_argument("--url", help="database URL (default: SKUFORGE_DATABASE__URL)")
     keys_create.set_defaults(handler=cmd_keys_create)
 
@@ -425,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     templates.set_defaults(handler=cmd_templates)
 
     add_batch_commands(sub)  # skuforge batch run | submit (service/batch_cli.py)
+    add_users_commands(sub)  # skuforge users create | password (service/users_cli.py)
     return parser
 
 

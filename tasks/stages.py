@@ -40,6 +40,7 @@ from storage.workers import advertised_models, live_workers
 from tasks.app import app, queue_for
 from tasks.dispatch import prepare, send_ready
 from tasks.pinned_plans import job_plan
+from tasks.review_summary import record_job_review
 from tasks.worker_context import worker_context
 
 
@@ -228,6 +229,8 @@ def finish_job(job_id: str) -> dict[str, Any]:
         record_outputs(session, job, lineage["outputs"])
         job.manifest_digest = lineage_digest
         job.verdict = lineage["verdict"]
+        # the review queue's findings and thumbnail commit with the verdict
+        record_job_review(session, ctx.store, job, plan, lineage)
         if set_job_status(session, job, lineage["verdict"] or "approved"):
             add_event(
                 session, job, "job_finished", {"verdict": job.verdict, "lineage": lineage_digest}
