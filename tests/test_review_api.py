@@ -190,6 +190,13 @@ def test_review_queue_decisions_audit_webhooks_bulk_and_claims(review: Review) -
         **{"If-Match": '"r1"'},
     )
     assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_reason"
+    no_file = review.post(
+        f"/v1/jobs/{first}/decision",
+        {**decision, "files": ["packshots/nope.png"]},
+        review.reviewer_key,
+        **{"If-Match": '"r1"'},
+    )
+    assert no_file.status_code == 422 and no_file.json()["code"] == "unknown_output"
 
     # Reject; a second reviewer deciding the same revision gets 412.
     done = review.post(
@@ -225,6 +232,18 @@ def test_review_queue_decisions_audit_webhooks_bulk_and_claims(review: Review) -
         "rejected",
         2,
     )
+
+    # A per-output decision on the current revision: the packshot alone is approved again.
+    output = review.post(
+        f"/v1/jobs/{first}/decision",
+        {"decision": "approve", "files": ["packshots/main.png"], "reason": "meets_guidelines"},
+        review.second_key,
+        **{"If-Match": '"r2"'},
+    )
+    assert output.status_code == 200, output.text
+    assert output.json()["verdict"] == "approved" and output.headers["ETag"] == '"r3"'
+    assert output.json()["audit"]["files"] == ["packshots/main.png"]
+    assert review.job(first).status == "approved"
 
     def hooks_for(job_id: str) -> dict[str, dict[str, Any]]:
         found = {}
