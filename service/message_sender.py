@@ -68,15 +68,6 @@ class MessageSender:
             return False
         return True
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Whether every queued message was handled within ``timeout_s`` (tests, shutdown)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._pending.unfinished_tasks == 0:
-                return True
-            time.sleep(0.01)
-        return False
-
     def _start(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

@@ -36,7 +36,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    func,
     or_,
     select,
     update,
@@ -317,17 +316,6 @@ def list_events(
         .limit(limit)
     )
     return list(session.scalars(query))
-
-
-def count_events(session: Session, integration_id: str) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(StoreEvent)
-            .where(StoreEvent.integration_id == integration_id)
-        )
-        or 0
-    )
 
 
 # -- products ------------------------------------------------------------------------------
