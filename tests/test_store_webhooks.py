@@ -405,6 +405,12 @@ def test_shopify_signatures_dedupe_and_topics_without_workers(
             ),
         )
         assert problem_code(response, 400) == "invalid_webhook_payload"
+        # After the answers, the API pins each event's plan and sends its message.
+        wait_for(
+            lambda: {e.status for e in store.events()} == {"queued"},
+            60,
+            "the API to send the events' messages",
+        )
 
     events = store.events()
     assert [e.dedupe_key for e in events] == ["event:evt-1", "event:evt-6"]
