@@ -32,7 +32,8 @@ for pkg in $DEB_PACKAGES; do
 done
 # The glTF tests run the Khronos validator with node and npm (tests/gltf_validator.py). Any
 # install of them will do (NodeSource's nodejs brings its own npm), so look for the command.
-if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null; then
+# The review UI's front-end files (htmx) come from npm too, so every install needs npm.
+if ! command -v npm >/dev/null; then
   missing="$missing nodejs npm"
 fi
 if [ -n "$missing" ]; then
@@ -48,6 +49,18 @@ fi
 
 # A lock older than pyproject.toml's dependency lists would install the wrong set.
 ./scripts/lock.sh --check
+
+# The review UI's third-party front-end files, exactly as service/ui/vendor/package-lock.json
+# pins them (versions and integrity hashes); re-installed only when the lock changes.
+UI_VENDOR=service/ui/vendor
+if command -v npm >/dev/null; then
+  if ! cmp -s "$UI_VENDOR/package-lock.json" "$UI_VENDOR/node_modules/.skuforge-lock"; then
+    npm ci --prefix "$UI_VENDOR" --no-audit --no-fund --loglevel=error
+    cp "$UI_VENDOR/package-lock.json" "$UI_VENDOR/node_modules/.skuforge-lock"
+  fi
+else
+  echo "warning: no npm: the review UI runs without htmx (filters reload the page)" >&2
+fi
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -33,6 +33,7 @@ from service.routes import (
     store_webhooks,
     webhooks,
 )
+from service.ui import install_ui
 from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory
 from storage.notify import install_event_publisher
@@ -101,4 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         review,
     ):
         app.include_router(module.router)
+    # the review UI's pages under /review (session cookies, not API keys)
+    install_ui(app)
     return app

@@ -1,0 +1,387 @@
+"""The review UI (``/review``) in Debian's Chromium, driven by Playwright, against the real
+app under uvicorn with a real Celery worker running a small one-packshot operator template
+(``SKUFORGE_TEMPLATE_DIR``), and a loopback receiver verifying the signed ``review.*``
+webhooks (the helpers of ``tests/test_review_api.py``).
+
+The template has no 3D stages (a turntable render would cost minutes on two shared cores),
+so the turntable ``<video>`` check is not made here.
+
+The first tests need no browser: the login's rate limit, the cookie's flags and the
+security headers, through the app's ASGI interface.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from brand_rules import BrandRules
+from brand_rules.schema import Rule
+from pipeline.settings import Settings, get_settings
+from service.app import create_app
+from service.passwords import hash_password
+from storage.database import make_engine, session_factory, transaction
+from storage.jobs import create_tenant
+from storage.migrate import upgrade
+from storage.models import Tenant
+from storage.review import ReviewAudit, create_user
+from tests.conftest import wait_for
+from tests.test_docs_ui import CHROMIUM, _browser_unavailable
+from tests.test_outbound_webhooks import verify
+from tests.test_review_api import TEMPLATE, Review
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "review-ui"
+AXE = REPO / "service" / "ui" / "vendor" / "node_modules" / "axe-core" / "axe.min.js"
+PASSWORD = "correct horse battery staple"
+
+
+# -- without a browser -----------------------------------------------------------------------
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None, html[:500]
+    return found.group(1)
+
+
+@pytest.fixture
+def app_client(tmp_path: Path) -> Iterator[TestClient]:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    with transaction(session_factory(make_engine(url))) as session:
+        tenant = create_tenant(session, "acme")
+        create_user(session, tenant, "ann@example.com", "reviewer", hash_password(PASSWORD))
+    settings = Settings(
+        environment="test", store={"root": tmp_path / "store"}, database={"url": url}
+    )
+    with TestClient(create_app(settings), base_url="https://testserver") as client:
+        yield client
+
+
+def _login(client: TestClient, password: str) -> Any:
+    token = _csrf(client.get("/review/login").text)
+    return client.post(
+        "/review/login",
+        data={"email": "ann@example.com", "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
+
+
+def test_login_sets_a_locked_down_cookie_and_pages_carry_security_headers(
+    app_client: TestClient,
+) -> None:
+    assert app_client.get("/review", follow_redirects=False).headers["location"] == (
+        "/review/login"
+    )
+    page = app_client.get("/review/login")
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "style-src 'self'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in page.text and " style=" not in page.text
+    # no token in the login form: refused before the password is looked at
+    forged = app_client.post(
+        "/review/login", data={"email": "ann@example.com", "password": PASSWORD}
+    )
+    assert forged.status_code == 403 and "Form expired or forged" in forged.text
+    done = _login(app_client, PASSWORD)
+    assert done.status_code == 303 and done.headers["location"] == "/review"
+    cookie = next(c for c in done.headers.get_list("set-cookie") if "skuforge_review=" in c)
+    flags = {part.strip().lower() for part in cookie.split(";")}
+    assert {"httponly", "secure", "samesite=lax", "path=/review"} <= flags
+    queue = app_client.get("/review")
+    assert queue.status_code == 200 and "ann@example.com" in queue.text
+    assert queue.headers["content-security-policy"] == csp
+    # logging out needs the session's token too, and ends the session
+    assert app_client.post("/review/logout").status_code == 403
+    out = app_client.post(
+        "/review/logout", data={"csrf_token": _csrf(queue.text)}, follow_redirects=False
+    )
+    assert out.status_code == 303
+    assert app_client.get("/review", follow_redirects=False).status_code == 303
+
+
+def test_failed_logins_are_rate_limited(app_client: TestClient) -> None:
+    for _ in range(5):
+        wrong = _login(app_client, "wrong password")
+        assert wrong.status_code == 401 and "wrong password" in wrong.text
+    # the right password no longer helps until the failures age out
+    limited = _login(app_client, PASSWORD)
+    assert limited.status_code == 429 and "Too many failed logins" in limited.text
+
+
+# -- in a browser ----------------------------------------------------------------------------
+class Ui:
+    def __init__(self, review: Review, base: str) -> None:
+        self.review, self.base = review, base
+        with transaction(review.sessions) as session:
+            tenant = session.get(Tenant, review.tenant)
+            other = session.scalar(select(Tenant).where(Tenant.name == "tenant-b"))
+            assert tenant is not None and other is not None
+            for email, role, owner in (
+                ("ann@a.example", "reviewer", tenant),
+                ("bob@a.example", "reviewer", tenant),
+                ("vic@a.example", "viewer", tenant),
+                ("zed@b.example", "reviewer", other),
+            ):
+                create_user(session, owner, email, role, hash_password(PASSWORD))
+
+
+def _live(settings: Settings) -> Iterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture
+def ui(cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ui]:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        _browser_unavailable(f"no {CHROMIUM} (Debian package chromium)")
+    if not AXE.is_file():
+        _browser_unavailable(f"no {AXE} (./scripts/bootstrap.sh runs npm ci in service/ui/vendor)")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "review_small.yaml").write_text(TEMPLATE)
+    env = {
+        **cluster,
+        "SKUFORGE_TEMPLATE_DIR": str(templates),
+        "SKUFORGE_API__ALLOW_PRIVATE_URLS": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    review = Review(env, tmp_path)
+    try:
+        for base in _live(Settings()):
+            yield Ui(review, base)
+    finally:
+        review.close()
+
+
+def _serious(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page (axe was injected into every
+    document by an init script, which the page's CSP does not apply to)."""
+    found: list[str] = page.evaluate(
+        """async () => {
+          const result = await axe.run(document, {resultTypes: ['violations']});
+          return result.violations
+            .filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '));
+        }"""
+    )
+    return found
+
+
+@pytest.mark.slow
+def test_review_ui_in_chromium(ui: Ui) -> None:
+    from playwright.sync_api import Page, sync_playwright
+
+    review, base = ui.review, ui.base
+    hook = review.post(
+        "/v1/webhook-endpoints",
+        {
+            "url": review.receiver.url("/hooks"),
+            "event_types": ["review.approved", "review.rejected"],
+        },
+    )
+    assert hook.status_code == 201, hook.text
+    secret = hook.json()["secret"]
+    # packshots fill 80 %; the brand asks for 95 %: fill_ratio fails with review severity
+    unsure = BrandRules(
+        brand="acme", rules=[Rule(id="fill_ratio", severity="review", params={"min": 0.95})]
+    )
+    to_reject, to_approve, contested = (review.submit(unsure) for _ in range(3))
+    for job_id in (to_reject, to_approve, contested):
+        wait_for(
+            lambda j=job_id: review.job(j).status not in ("queued", "running"),
+            240,
+            f"job {job_id}\n{review.log.read_text()[-3000:]}",
+        )
+        assert review.job(job_id).status == "needs_review"
+    item = review.get("/v1/review", limit=1).json()["items"][0]
+    assert item["job_id"] == to_reject
+    measured = next(f["measured"] for f in item["findings"] if f["rule"] == "fill_ratio")
+    shown = f"{measured:.3g}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    csp_errors: list[str] = []
+    page_errors: list[str] = []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+
+        def person(email: str) -> Page:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            context.add_init_script(path=str(AXE))
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    csp_errors.append(m.text) if "Content Security Policy" in m.text else None
+                ),
+            )
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(f"{base}/review/login")
+            page.fill("#email", email)
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]:has-text('Log in')")
+            page.wait_for_url(f"{base}/review")
+            return page
+
+        def decide(page: Page, job_id: str, kind: str, reason: str, note: str) -> int:
+            page.goto(f"{base}/review/jobs/{job_id}")
+            page.keyboard.press(kind[0])  # a / r: the form's first field takes the focus
+            assert page.evaluate("document.activeElement.id") == f"{kind}-reason"
+            page.select_option(f"#{kind}-reason", reason)
+            page.fill(f"#{kind}-note", note)
+            with page.expect_response(lambda r: r.url.endswith("/decision")) as answer:
+                page.click(f"#form-{kind} button[type=submit]")
+            page.wait_for_load_state()
+            return int(answer.value.status)
+
+        try:
+            # login page: accessible before anyone logs in
+            anon = browser.new_context(viewport={"width": 1280, "height": 800})
+            anon.add_init_script(path=str(AXE))
+            login = anon.new_page()
+            login.goto(f"{base}/review/login")
+            assert _serious(login) == []
+            login.screenshot(path=str(ARTIFACTS / "login.png"))
+            anon.close()
+
+            ann = person("ann@a.example")
+            # the queue: the job with its failing rule and measured value
+            card = ann.locator(f".card[data-job='{to_reject}']")
+            assert "fill_ratio" in card.inner_text() and shown in card.inner_text()
+            assert ann.locator(f".card[data-job='{to_reject}'] img.thumb").evaluate(
+                "img => img.complete && img.naturalWidth > 0"
+            )
+            assert "3 jobs" in ann.locator("#queue-count").inner_text()
+            ann.keyboard.press("j")
+            assert ann.evaluate("document.activeElement.closest('.card').dataset.job") == to_reject
+            ann.keyboard.press("?")
+            assert ann.locator("#help").is_visible()
+            ann.keyboard.press("Escape")
+            assert _serious(ann) == []
+            ann.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
+
+            # the job page: the overlay over the packshot, toggled; the measured value
+            ann.goto(f"{base}/review/jobs/{to_reject}")
+            overlay = ann.locator("#report-main img.overlay")
+            assert overlay.is_visible()
+            assert overlay.evaluate("img => img.complete && img.naturalWidth > 0")
+            ann.click("label[for='overlay-main']")
+            assert not overlay.is_visible()
+            ann.click("label[for='overlay-main']")
+            row = ann.locator("#report-main tr[data-rule='fill_ratio']")
+            assert row.locator(".measured").inner_text() == shown
+            assert "failed" in row.inner_text() and "review" in row.inner_text()
+            assert _serious(ann) == []
+            ann.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
+
+            # reject with a reason, approve another
+            assert decide(ann, to_reject, "reject", "bad_cutout", "halo on the left") == 303
+            assert "now rejected" in ann.locator("[role=status]").inner_text()
+            assert decide(ann, to_approve, "approve", "meets_guidelines", "fine") == 303
+            assert review.job(to_reject).status == "rejected"
+            assert review.job(to_approve).status == "approved"
+
+            # two reviewers on one revision: the second gets the 412 page, nothing changes
+            bob = person("bob@a.example")
+            ann.goto(f"{base}/review/jobs/{contested}")
+            assert decide(bob, contested, "approve", "meets_guidelines", "") == 303
+            ann.select_option("#reject-reason", "composition")
+            with ann.expect_response(lambda r: r.url.endswith("/decision")) as late:
+                ann.click("#form-reject button[type=submit]")
+            assert late.value.status == 412
+            assert "Someone decided first" in ann.locator("h1").inner_text()
+            assert review.job(contested).status == "approved"
+
+            # a form post without the CSRF token is refused
+            refused = ann.request.post(
+                f"{base}/review/jobs/{contested}/decision",
+                form={"decision": "reject", "revision": "2"},
+                max_redirects=0,
+            )
+            assert refused.status == 403 and "Form expired or forged" in refused.text()
+
+            # a viewer sees no decision form and is refused when posting one anyway
+            vic = person("vic@a.example")
+            vic.goto(f"{base}/review/jobs/{contested}")
+            assert vic.locator("#form-approve").count() == 0
+            token = vic.locator("input[name=csrf_token]").first.get_attribute("value")
+            assert token
+            viewer = vic.request.post(
+                f"{base}/review/jobs/{contested}/decision",
+                form={"decision": "reject", "revision": "2", "csrf_token": token},
+                max_redirects=0,
+            )
+            assert viewer.status == 403 and "viewer" in viewer.text()
+            assert review.job(contested).status == "approved"
+
+            # tenant B: tenant A's job page and files are not found
+            zed = person("zed@b.example")
+            other = zed.goto(f"{base}/review/jobs/{to_reject}")
+            assert other is not None and other.status == 404
+            assert zed.locator(".card").count() == 0 or "Nothing to review" in zed.content()
+            for path in ("thumbnail", "capture", "files/packshots/main.png"):
+                assert zed.request.get(f"{base}/review/jobs/{to_reject}/{path}").status == 404
+        finally:
+            browser.close()
+
+    assert csp_errors == [] and page_errors == [], (csp_errors, page_errors)
+    with review.sessions() as session:
+        audit = {
+            row.job_id: row
+            for row in session.scalars(select(ReviewAudit).order_by(ReviewAudit.seq))
+        }
+    entry = audit[to_reject]
+    assert (entry.actor, entry.action, entry.reason_code, entry.note) == (
+        "user:ann@a.example",
+        "reject",
+        "bad_cutout",
+        "halo on the left",
+    )
+    assert (entry.verdict_before, entry.verdict_after, entry.revision) == (
+        "needs_review",
+        "rejected",
+        2,
+    )
+    assert audit[to_approve].action == "approve" and audit[contested].actor == "user:bob@a.example"
+
+    def hooks(job_id: str) -> dict[str, dict[str, Any]]:
+        found = {}
+        for received in review.receiver.at("/hooks"):
+            payload = verify(received, secret)  # raises unless correctly signed
+            if payload["data"]["job_id"] == job_id:
+                found[payload["type"]] = payload
+        return found
+
+    wait_for(lambda: "review.rejected" in hooks(to_reject), 60, "review.rejected delivered")
+    rejected = hooks(to_reject)["review.rejected"]["data"]
+    assert rejected["status"] == "rejected" and rejected["review"]["note"] == "halo on the left"
+    assert rejected["review"]["reviewer"] == "user:ann@a.example"
+    wait_for(lambda: "review.approved" in hooks(to_approve), 60, "review.approved delivered")
+    assert hooks(to_approve)["review.approved"]["data"]["verdict"] == "approved"
