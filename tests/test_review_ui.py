@@ -222,6 +222,8 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
     assert item["job_id"] == to_reject
     measured = next(f["measured"] for f in item["findings"] if f["rule"] == "fill_ratio")
     shown = f"{measured:.3g}"
+    claimed = review.post(f"/v1/jobs/{contested}/claim", {"lease_s": 600}, review.reviewer_key)
+    assert claimed.status_code == 200, claimed.text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     csp_errors: list[str] = []
     page_errors: list[str] = []
@@ -279,6 +281,8 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
                 "img => img.complete && img.naturalWidth > 0"
             )
             assert "3 jobs" in ann.locator("#queue-count").inner_text()
+            assert "claimed by key:" in ann.locator(f".card[data-job='{contested}']").inner_text()
+            assert "claimed by" not in card.inner_text()
             ann.keyboard.press("j")
             assert ann.evaluate("document.activeElement.closest('.card').dataset.job") == to_reject
             ann.keyboard.press("?")

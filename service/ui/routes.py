@@ -84,7 +84,17 @@ def _age(created: datetime) -> str:
     return f"{seconds} s"
 
 
+def _held_by(state: ReviewState | None) -> str | None:
+    """Who holds the job's claim, if the lease has not run out (an expired one is free)."""
+    if state is None or state.lease_until is None or state.assignee_label is None:
+        return None
+    lease = state.lease_until
+    lease = lease if lease.tzinfo else lease.replace(tzinfo=UTC)
+    return state.assignee_label if lease > datetime.now(UTC) else None
+
+
 templates.env.filters["value"] = _value
+templates.env.filters["held_by"] = _held_by
 templates.env.filters["age"] = _age
 
 
