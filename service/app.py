@@ -24,6 +24,7 @@ from service.metrics import JobStoreCollector, RequestMetrics, RequestMetricsMid
 from service.problems import install_problem_handlers
 from service.routes import (
     assets,
+    batches,
     captures,
     catalogue,
     health,
@@ -35,6 +36,7 @@ from service.routes import (
 )
 from service.ui import install_ui
 from storage import LocalArtifactStore
+from storage.batches import install_feed_trigger
 from storage.database import make_engine, session_factory
 from storage.notify import install_event_publisher
 from storage.webhooks import install_delivery_trigger
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Webhook messages written by this process's commits go to the deliverer right away.
     install_delivery_trigger(webhooks.send_deliveries, batch_size=settings.webhooks.batch_size)
     app.state.event_streams = event_streams
+    # Submissions, cancels and retries let the tenant's next catalogue rows go at once.
+    install_feed_trigger(batches.send_feed)
     registry = CollectorRegistry()
     registry.register(JobStoreCollector(context))
     app.state.registry = registry
@@ -97,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalogue,
         health,
         webhooks,
+        batches,
         integrations,
         store_webhooks,
         review,

@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.batches import job_finished
 from storage.jobs import add_event
 from storage.models import FINAL_JOB_STATUSES, Job, StageRun, utcnow
 from storage.webhooks import emit_job_failed
@@ -57,7 +58,10 @@ def set_job_status(
         .execution_options(synchronize_session=False)
     )
     session.refresh(job)
-    return _rowcount(result) == 1
+    won = _rowcount(result) == 1
+    if won and job.batch_id is not None and status in FINAL_JOB_STATUSES:
+        job_finished(session, job)  # the batch row's slot is freed with the final status
+    return won
 
 
 def ensure_stage_runs(session: Session, job: Job, planned: Sequence[PlannedRun]) -> None:

@@ -102,6 +102,10 @@ class Job(Base):
     plan_digest: Mapped[str | None] = mapped_column(
         ForeignKey("plans.digest", ondelete="RESTRICT"), default=None
     )
+    # The catalogue batch (``storage.batches``) this job runs a row of: its CPU stages go
+    # to the ``bulk`` queue and its final status frees the row's slot. The foreign key is
+    # declared in migration 0006 only, so this module needs no import of storage.batches.
+    batch_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     # Set once, by whichever worker saw the last stage finish: finish_job is sent once.
     finish_queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -32,6 +32,7 @@ app = Celery(
         "tasks.fetch",
         "tasks.store_events",
         "tasks.webhooks",
+        "tasks.batches",
     ],
 )
 
@@ -68,7 +69,12 @@ def configure(celery: Celery) -> None:
 configure(app)
 
 
-def queue_for(invocation: Invocation) -> str:
+def queue_for(invocation: Invocation, *, bulk: bool = False) -> str:
     """The queue of the invocation's resource class: ``gpu`` when its stage or its concrete
-    backend needs a GPU (``StageSpec.resources``), else ``cpu``."""
+    backend needs a GPU (``StageSpec.resources``), else ``cpu``. ``bulk``: the job runs a
+    catalogue batch row, and its CPU stages go to ``bulk``, so a catalogue never queues in
+    front of interactive and webhook jobs on ``cpu`` (a worker consuming both takes from
+    each in turn). GPU stages keep ``gpu``: the queue is the device pool."""
+    if bulk and invocation.resource == "cpu":
+        return "bulk"
     return invocation.resource

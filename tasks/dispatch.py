@@ -26,16 +26,21 @@ RUN_STAGE = "skuforge.run_stage"
 FINISH_JOB = "skuforge.finish_job"
 
 
-def planned_runs(plan: Plan) -> list[PlannedRun]:
-    return [PlannedRun(i.id, i.stage, i.backend, queue_for(i)) for i in plan.invocations]
+def is_bulk(job: Job) -> bool:
+    """A catalogue batch's job: its CPU stages go to the ``bulk`` queue."""
+    return job.batch_id is not None
+
+
+def planned_runs(plan: Plan, *, bulk: bool = False) -> list[PlannedRun]:
+    return [PlannedRun(i.id, i.stage, i.backend, queue_for(i, bulk=bulk)) for i in plan.invocations]
 
 
 def dependency_map(plan: Plan) -> dict[str, list[str]]:
     return {i.id: plan.dependencies(i) for i in plan.invocations}
 
 
-def send_stage(job_id: str, invocation: Invocation) -> None:
-    app.send_task(RUN_STAGE, args=[job_id, invocation.id], queue=queue_for(invocation))
+def send_stage(job_id: str, invocation: Invocation, *, bulk: bool = False) -> None:
+    app.send_task(RUN_STAGE, args=[job_id, invocation.id], queue=queue_for(invocation, bulk=bulk))
 
 
 def send_finish(job_id: str) -> None:
@@ -45,7 +50,7 @@ def send_finish(job_id: str) -> None:
 def prepare(session: Session, job: Job) -> Plan:
     """The job's pinned plan, with its stage rows created (idempotent)."""
     plan = job_plan(session, job)
-    ensure_stage_runs(session, job, planned_runs(plan))
+    ensure_stage_runs(session, job, planned_runs(plan, bulk=is_bulk(job)))
     return plan
 
 
@@ -58,10 +63,11 @@ def send_ready(job_id: str) -> list[str]:
         if job is None or job.status in FINAL_JOB_STATUSES:
             return []
         plan = job_plan(session, job)
+        bulk = is_bulk(job)
         claimed = claim_ready(session, job_id, dependency_map(plan))
         finish = not claimed and claim_finish(session, job)
     for invocation_id in claimed:
-        send_stage(job_id, plan.by_id(invocation_id))
+        send_stage(job_id, plan.by_id(invocation_id), bulk=bulk)
     if finish:
         send_finish(job_id)
         return ["finish_job"]

@@ -22,7 +22,7 @@ from storage.dispatch import resendable, run_statuses
 from storage.jobs import add_event
 from storage.models import Job, utcnow
 from tasks.app import app
-from tasks.dispatch import send_finish, send_ready, send_stage
+from tasks.dispatch import is_bulk, send_finish, send_ready, send_stage
 from tasks.pinned_plans import job_plan
 from tasks.store_events import resend_store_events
 from tasks.worker_context import worker_context
@@ -48,6 +48,7 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
     ctx = worker_context()
     deadline = timedelta(seconds=deadline_s or 2 * ctx.settings.stage_time_limit_s)
     sends: list[tuple[str, str, Any]] = []
+    bulk: set[str] = set()  # catalogue jobs, whose CPU stages go back to the bulk queue
     with ctx.sessions() as session, session.begin():
         for job in stuck_jobs(session, deadline):
             statuses = run_statuses(session, job.id)
@@ -59,6 +60,8 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
                 what = "start"
             else:
                 plan = job_plan(session, job)
+                if is_bulk(job):
+                    bulk.add(job.id)
                 lost = resendable(session, job.id)
                 sends += [(job.id, "stage", plan.by_id(i)) for i in lost]
                 if all(s == "done" for s in statuses.values()):
@@ -73,7 +76,7 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
         elif kind == "fetch":
             app.send_task("skuforge.fetch_capture", args=[job_id], queue="default")
         elif kind == "stage":
-            send_stage(job_id, invocation)
+            send_stage(job_id, invocation, bulk=job_id in bulk)
         else:
             send_finish(job_id)
     touched = sorted({job_id for job_id, _, _ in sends})
@@ -83,7 +86,9 @@ def reconcile(deadline_s: float | None = None) -> list[str]:
     return touched
 
 
+# Joined to entries other task modules added (tasks.batches), whichever came first.
 app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
     "reconcile-stuck-jobs": {
         "task": "skuforge.reconcile",
         "schedule": 60.0,
