@@ -376,7 +376,30 @@ def test_rows_are_released_only_while_the_tenant_has_free_slots(
 
 
 def test_a_batch_completes_once_and_failed_rows_run_again(sessions: sessionmaker[Session]) -> None:
+    from storage.webhooks import WebhookMessage, create_endpoint, secret_box
+
     tenant_id, batch_id = _new_batch(sessions, 3)
+    with transaction(sessions) as session:  # a subscriber to batch.completed
+        create_endpoint(
+            session,
+            secret_box("k" * 32),
+            tenant_id=tenant_id,
+            url="https://example.com/hooks",
+            event_types=["batch.completed"],
+        )
+
+    def completions() -> list[dict[str, Any]]:
+        with sessions() as session:
+            query = (
+                select(WebhookMessage)
+                .where(
+                    WebhookMessage.tenant_id == tenant_id,
+                    WebhookMessage.event_type == "batch.completed",
+                )
+                .order_by(WebhookMessage.created_at)
+            )
+            return [json.loads(m.body)["data"] for m in session.scalars(query)]
+
     with transaction(sessions) as session:
         claimed = claim_rows(session, tenant_id, 5)
     jobs = [_attach(sessions, tenant_id, row_id) for row_id in claimed]
@@ -387,6 +410,9 @@ def test_a_batch_completes_once_and_failed_rows_run_again(sessions: sessionmaker
         assert batch is not None and batch.status == "completed"
         types = [e.type for e in batch_events_after(session, tenant_id, batch_id)]
     assert types.count("batch_completed") == 1 and types.count("row_finished") == 3
+    (sent,) = completions()  # the outbox row, written with the batch's status
+    assert sent["batch_id"] == batch_id and sent["counts"]["failed"] == 1
+    assert sent["links"]["results"] == f"/v1/batches/{batch_id}/results.csv"
     with transaction(sessions) as session:
         batch = session.get(Batch, batch_id)
         assert batch is not None
@@ -400,6 +426,7 @@ def test_a_batch_completes_once_and_failed_rows_run_again(sessions: sessionmaker
         batch = session.get(Batch, batch_id)
         assert batch is not None and batch.status == "completed"
         assert count_states(session, batch_id)["approved"] == 2
+    assert [c["counts"]["failed"] for c in completions()] == [1, 0]  # completed again
 
 
 # -- through the API, with real workers --------------------------------------------------------
