@@ -136,7 +136,7 @@ def _accept(
                     webhook_id=webhook_id,
                     delivery_id=delivery_id,
                 )
-                stored.append(event.id)
+                stored.append(event)  # insert_event returns the new row's id
         except IntegrityError:
             continue  # a redelivery (or the integration was just deleted): nothing to do
     sender = message_sender()
