@@ -216,8 +216,7 @@ def shop_integrations(session: Session, shop_domain: str) -> list[StoreIntegrati
 _INSERT_EVENT = insert(StoreEvent)
 
 
-def insert_event(
-    session: Session,
+def event_row(
     *,
     integration_id: str,
     tenant_id: str,
@@ -227,14 +226,10 @@ def insert_event(
     product_id: str | None,
     webhook_id: str | None = None,
     delivery_id: str | None = None,
-) -> str:
-    """The id of a new ``received`` event. A dedupe key seen before raises
-    ``IntegrityError``: the caller's transaction is then spoilt and the delivery is a
-    duplicate. One Core INSERT, no savepoint and no unit of work: this is on the webhook's
-    answer path, and a duplicate is the rare case."""
-    event_id = new_id()
-    row = {
-        "id": event_id,
+) -> dict[str, Any]:
+    """A new ``received`` event as a row for ``insert_events`` (its ``id`` is chosen here)."""
+    return {
+        "id": new_id(),
         "integration_id": integration_id,
         "tenant_id": tenant_id,
         "topic": topic,
@@ -254,10 +249,13 @@ def insert_event(
         "queued_at": None,
         "processed_at": None,
     }
-    # The table's INSERT with a parameter row: compiled once and cached, where building an
-    # ORM insert().values(...) per call cost more than the statement itself.
-    session.connection().execute(_INSERT_EVENT, row)
-    return event_id
+
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert ``event_row`` rows in the session's transaction. A dedupe key seen before
+    raises ``IntegrityError`` and spoils the transaction. One cached INSERT for all rows, no
+    unit of work: this is on the webhooks' answer path."""
+    session.connection().execute(_INSERT_EVENT, rows)
 
 
 def mark_queued(session: Session, event_ids: list[str]) -> None:

@@ -9,15 +9,18 @@ HMAC-SHA256 of the raw body with the integration's secret, compared in constant 
 A wrong, missing or stale signature is 401 ``invalid_webhook_signature``, and so is an
 unknown shop, so the answer does not tell who is registered.
 
-Persisting is one short transaction: the raw ``store_events`` row, deduplicated by a
-unique key (Shopify's event id; for WooCommerce, whose delivery ids change on every attempt,
-the product, its image URLs and its modification time). Then the answer. What is left
-happens on the background sender's thread (``service.message_sender``), so the answer waits
-neither on it nor on Redis: the job's plan is pinned (only the API resolves backends
+Persisting is one INSERT of the raw ``store_events`` row, committed together with those of
+concurrent deliveries (``service.webhook_inbox``: a burst shares its disk flushes). A unique
+key deduplicates: Shopify's event id; for WooCommerce, whose delivery ids change on every
+attempt, the product, its image URLs and its modification time. Then the answer. What is
+left happens on the background sender's thread (``service.message_sender``), so the answer
+waits neither on it nor on Redis: the job's plan is pinned (only the API resolves backends
 against the worker registry, and the plan does not depend on the photo) and the message
 that asks a worker to process the event is sent. With the broker down the event waits in
 the database and the reconciler sends it (``tasks.store_events``); if the API stops before
-pinning, the worker pins against its own settings. Topics other than product
+pinning, the worker pins against its own settings. The answer path takes no thread from
+the pool (the event loop verifies and parses; a database read happens only when a shop's
+secret is not cached). Topics other than product
 create/update are answered 200 and ignored, as stores expect.
 """
 
@@ -27,12 +30,13 @@ import base64
 import hashlib
 import hmac
 import json
+from asyncio import wrap_future
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Request
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.errors import InvalidStorePayloadError, SkuforgeError
@@ -45,19 +49,20 @@ from pipeline.store_payloads import (
     woocommerce_dedupe_key,
     woocommerce_product,
 )
-from service.deps import ApiContext, ContextDep
+from service.deps import ApiContext
 from service.integration_schemas import WebhookReceipt
 from service.message_sender import message_sender
 from service.problems import ProblemError
-from service.routes.integrations import SigningKey, SigningKeys, signing_key, signing_keys
+from service.routes.integrations import SigningKey, signing_key, signing_keys
 from service.submission import pin_job_request
+from service.webhook_inbox import WebhookInbox
 from storage.brands import latest_brand_rules
 from storage.database import transaction
 from storage.integrations import (
     StoreEvent,
     StoreIntegration,
+    event_row,
     finish_event,
-    insert_event,
     mark_queued,
     set_job_request,
     shop_integrations,
@@ -108,8 +113,25 @@ def _payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _accept(
+def _context(request: Request) -> ApiContext:
+    # Not ContextDep: FastAPI runs a plain-function dependency on the thread pool, and
+    # these routes take no thread at all on their answer path (a burst of fifty would
+    # queue for the pool's threads).
+    context: ApiContext = request.app.state.context
+    return context
+
+
+def inbox(context: ApiContext, request: Request) -> WebhookInbox:
+    """This app's group-commit writer (``service.webhook_inbox``)."""
+    box: WebhookInbox | None = getattr(request.app.state, "webhook_inbox", None)
+    if box is None:
+        box = request.app.state.webhook_inbox = WebhookInbox(context.sessions)
+    return box
+
+
+async def _accept(
     context: ApiContext,
+    request: Request,
     keys: list[SigningKey],
     *,
     topic: str,
@@ -119,26 +141,25 @@ def _accept(
     webhook_id: str | None,
     delivery_id: str | None,
 ) -> WebhookReceipt:
-    """Store the event for each matching integration (one short transaction), hand the
-    rest to the background sender, answer."""
-    stored: list[str] = []
-    for key in keys:  # one, unless several tenants registered the shop with its secret
-        try:
-            with transaction(context.sessions) as session:
-                event = insert_event(
-                    session,
-                    integration_id=key.integration_id,
-                    tenant_id=key.tenant_id,
-                    topic=topic,
-                    dedupe_key=dedupe_key,
-                    payload=payload,
-                    product_id=product.product_id,
-                    webhook_id=webhook_id,
-                    delivery_id=delivery_id,
-                )
-                stored.append(event)  # insert_event returns the new row's id
-        except IntegrityError:
-            continue  # a redelivery (or the integration was just deleted): nothing to do
+    """Store the event for each matching integration (one, unless several tenants
+    registered a shop with its secret), hand the rest to the background sender, answer."""
+    rows = [
+        event_row(
+            integration_id=key.integration_id,
+            tenant_id=key.tenant_id,
+            topic=topic,
+            dedupe_key=dedupe_key,
+            payload=payload,
+            product_id=product.product_id,
+            webhook_id=webhook_id,
+            delivery_id=delivery_id,
+        )
+        for key in keys
+    ]
+    box = inbox(context, request)
+    written = [box.write(row) for row in rows]
+    # False: a redelivery (or the integration was just deleted): nothing more to do.
+    stored = [row["id"] for row, done in zip(rows, written, strict=True) if await wrap_future(done)]
     sender = message_sender()
     for event_id in stored:
         sender.submit(
@@ -197,19 +218,48 @@ def _mark_queued(context: ApiContext, event_id: str) -> None:
         mark_queued(session, [event_id])
 
 
-def _shopify(
-    context: ApiContext, cache: SigningKeys, body: bytes, headers: dict[str, str]
-) -> WebhookReceipt:
+def _shop_keys(context: ApiContext, shop: str) -> list[SigningKey]:
+    with context.sessions() as session:
+        rows = shop_integrations(session, shop)
+    return [k for k in (signing_key(context, row) for row in rows) if k is not None]
+
+
+def _woocommerce_key(context: ApiContext, integration_id: str) -> list[SigningKey]:
+    with context.sessions() as session:
+        row = session.get(StoreIntegration, integration_id)
+    if row is None or row.provider != "woocommerce":
+        return []
+    key = signing_key(context, row)
+    return [key] if key is not None else []
+
+
+async def _keys(
+    context: ApiContext, request: Request, cache_key: str, load: Callable[[], list[SigningKey]]
+) -> list[SigningKey]:
+    """Signing keys from this process's cache, else from the database (off the loop)."""
+    cache = signing_keys(context, request)
+    keys = cache.get(cache_key)
+    if keys is None:
+        keys = await run_in_threadpool(load)
+        cache.put(cache_key, keys)
+    return keys
+
+
+@router.post(
+    "/shopify",
+    response_model=WebhookReceipt,
+    summary="Shopify product webhooks (signed with the app's client secret; no API key)",
+    responses={401: {"description": "signature missing or wrong"}},
+)
+async def shopify_webhook(request: Request) -> WebhookReceipt:
+    context = _context(request)
+    body = await _raw_body(request, context.settings.api.store_webhook_max_bytes)
+    headers = request.headers
     shop = headers.get("x-shopify-shop-domain", "").strip().lower()
     signature = headers.get("x-shopify-hmac-sha256")
     if not shop or not signature:
         raise _unsigned()
-    candidates = cache.get(f"shop:{shop}")
-    if candidates is None:
-        with context.sessions() as session:
-            rows = shop_integrations(session, shop)
-        candidates = [k for k in (signing_key(context, row) for row in rows) if k is not None]
-        cache.put(f"shop:{shop}", candidates)
+    candidates = await _keys(context, request, f"shop:{shop}", partial(_shop_keys, context, shop))
     keys = [k for k in candidates if signature_valid(k.secret, body, signature)]
     if not keys:
         raise _unsigned()
@@ -220,8 +270,9 @@ def _shopify(
     product = shopify_product(payload)
     event_id = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id")
     key = f"event:{event_id}" if event_id else "body:" + hashlib.sha256(body).hexdigest()
-    return _accept(
+    return await _accept(
         context,
+        request,
         keys,
         topic=topic,
         dedupe_key=key[:128],
@@ -230,63 +281,6 @@ def _shopify(
         webhook_id=headers.get("x-shopify-webhook-id"),
         delivery_id=headers.get("x-shopify-event-id"),
     )
-
-
-def _woocommerce(
-    context: ApiContext,
-    cache: SigningKeys,
-    integration_id: str,
-    body: bytes,
-    headers: dict[str, str],
-) -> WebhookReceipt:
-    found = cache.get(f"id:{integration_id}")
-    if found is None:
-        with context.sessions() as session:
-            row = session.get(StoreIntegration, integration_id)
-        found = [] if row is None else [k for k in [signing_key(context, row)] if k is not None]
-        if row is not None and row.provider != "woocommerce":
-            found = []
-        cache.put(f"id:{integration_id}", found)
-    if not found:
-        raise ProblemError(404, "integration_not_found", f"no integration {integration_id}")
-    key = found[0]
-    content_type = headers.get("content-type", "")
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        # WooCommerce's ping when a webhook is saved: "webhook_id=N", unsigned. It only
-        # needs a 2xx; it is not an event.
-        form = parse_qs(body.decode("utf-8", "replace"))
-        if "webhook_id" in form:
-            return WebhookReceipt(status="pong")
-    if not signature_valid(key.secret, body, headers.get("x-wc-webhook-signature")):
-        raise _unsigned()
-    topic = headers.get("x-wc-webhook-topic", "")
-    if topic not in WOOCOMMERCE_TOPICS:
-        return WebhookReceipt(status="ignored")
-    payload = _payload(body)
-    product = woocommerce_product(payload)
-    return _accept(
-        context,
-        [key],
-        topic=topic,
-        dedupe_key=woocommerce_dedupe_key(payload, product),
-        payload=payload,
-        product=product,
-        webhook_id=headers.get("x-wc-webhook-id"),
-        delivery_id=headers.get("x-wc-webhook-delivery-id"),
-    )
-
-
-@router.post(
-    "/shopify",
-    response_model=WebhookReceipt,
-    summary="Shopify product webhooks (signed with the app's client secret; no API key)",
-    responses={401: {"description": "signature missing or wrong"}},
-)
-async def shopify_webhook(request: Request, context: ContextDep) -> WebhookReceipt:
-    body = await _raw_body(request, context.settings.api.store_webhook_max_bytes)
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    cache = signing_keys(context, request)
-    return await run_in_threadpool(_shopify, context, cache, body, headers)
 
 
 @router.post(
@@ -298,9 +292,36 @@ async def shopify_webhook(request: Request, context: ContextDep) -> WebhookRecei
 async def woocommerce_webhook(
     integration_id: Annotated[str, Path(min_length=1, max_length=64)],
     request: Request,
-    context: ContextDep,
 ) -> WebhookReceipt:
+    context = _context(request)
     body = await _raw_body(request, context.settings.api.store_webhook_max_bytes)
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    cache = signing_keys(context, request)
-    return await run_in_threadpool(_woocommerce, context, cache, integration_id, body, headers)
+    headers = request.headers
+    found = await _keys(
+        context, request, f"id:{integration_id}", partial(_woocommerce_key, context, integration_id)
+    )
+    if not found:
+        raise ProblemError(404, "integration_not_found", f"no integration {integration_id}")
+    form = headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+    if form and "webhook_id" in parse_qs(body.decode("utf-8", "replace")):
+        # WooCommerce's ping when a webhook is saved: "webhook_id=N", unsigned. It only
+        # needs a 2xx; it is not an event.
+        return WebhookReceipt(status="pong")
+    key = found[0]
+    if not signature_valid(key.secret, body, headers.get("x-wc-webhook-signature")):
+        raise _unsigned()
+    topic = headers.get("x-wc-webhook-topic", "")
+    if topic not in WOOCOMMERCE_TOPICS:
+        return WebhookReceipt(status="ignored")
+    payload = _payload(body)
+    product = woocommerce_product(payload)
+    return await _accept(
+        context,
+        request,
+        [key],
+        topic=topic,
+        dedupe_key=woocommerce_dedupe_key(payload, product),
+        payload=payload,
+        product=product,
+        webhook_id=headers.get("x-wc-webhook-id"),
+        delivery_id=headers.get("x-wc-webhook-delivery-id"),
+    )
