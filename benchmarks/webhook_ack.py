@@ -7,8 +7,8 @@ with the broker up and with the broker down (its URL on a port where nothing lis
 uvicorn serves the API (``skuforge serve``'s app, default settings) with 1 and with 2
 worker processes (docker-compose runs 2) and one registered shop; no Celery worker runs (an
 acknowledgement never waits for one). Each round sends ``--concurrency`` deliveries at the
-same moment over as many keep-alive connections (a small hand-written HTTP/1.1 client: see
-``Connection``), each a distinct event (``products/create`` with a ``media[]`` photo,
+same moment over as many connections opened beforehand (a small hand-written HTTP/1.1
+client: see ``Connection``), each a distinct event (``products/create`` with a ``media[]`` photo,
 about 3 KB of JSON, HMAC-SHA256 signed); a delivery's latency is from sending its request
 to reading its 200. The floor rows are ``GET /healthz`` from the same client against the
 same server: what any request costs there. Every delivery is verified, stored and
@@ -155,7 +155,7 @@ def delivery(n: int, image_base: str) -> tuple[bytes, dict[str, str]]:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection written by hand. httpx's async pool costs several
+    """One HTTP/1.1 connection written by hand. httpx's async pool costs several
     milliseconds per request at 50 connections, which measured the client more than the
     server (a bare asyncio responder showed a 236 ms p50 through it on this machine)."""
 
