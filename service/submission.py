@@ -70,6 +70,48 @@ def _pin(
     return plan, pinned_content(plan, resolved=resolver.resolved, brand_rules=brand_rules)
 
 
+def _record_job(
+    sessions: sessionmaker[Session],
+    *,
+    tenant_id: str,
+    spec: JobSpec,
+    plan: Plan,
+    pinned: dict[str, Any],
+    capture_digest: str | None,
+    parent_id: str | None,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    source_url: str | None,
+    source: dict[str, Any] | None,
+    event: dict[str, Any],
+) -> tuple[Job, bool]:
+    """The job row with its pinned plan and ``job_queued`` event, in one transaction; an
+    idempotent repeat returns the first job untouched."""
+    with transaction(sessions) as session:
+        job, created = create_job(
+            session,
+            tenant_id=tenant_id,
+            template=plan.template,
+            params=spec.model_dump(mode="json"),
+            sku=spec.sku.model_dump(mode="json") if spec.sku else None,
+            seed=spec.seed,
+            capture_digest=capture_digest,
+            parent_id=parent_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if created:
+            job.plan_digest = store_plan(session, pinned)
+            job.source_url, job.source = source_url, source
+            add_event(
+                session,
+                job,
+                "job_queued",
+                {"stages": [i.id for i in plan.invocations], **event},
+            )
+    return job, created
+
+
 def submit_capture(
     sessions: sessionmaker[Session],
     store: LocalArtifactStore,
@@ -93,29 +135,20 @@ def submit_capture(
     if logo is not None:
         spec = spec.model_copy(update={"extras": {**spec.extras, "logo": store.put(logo)}})
     plan, pinned = _pin(sessions, settings, spec, parent_plan, audit)
-    capture_digest = store.put(capture)
-    with transaction(sessions) as session:
-        job, created = create_job(
-            session,
-            tenant_id=tenant_id,
-            template=plan.template,
-            params=spec.model_dump(mode="json"),
-            sku=spec.sku.model_dump(mode="json") if spec.sku else None,
-            seed=spec.seed,
-            capture_digest=capture_digest,
-            parent_id=parent_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-        )
-        if created:
-            job.plan_digest = store_plan(session, pinned)
-            job.source_url, job.source = source_url, source
-            add_event(
-                session,
-                job,
-                "job_queued",
-                {"stages": [i.id for i in plan.invocations], **(audit or {})},
-            )
+    job, created = _record_job(
+        sessions,
+        tenant_id=tenant_id,
+        spec=spec,
+        plan=plan,
+        pinned=pinned,
+        capture_digest=store.put(capture),
+        parent_id=parent_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        source_url=source_url,
+        source=source,
+        event=dict(audit or {}),
+    )
     if created:
         # One small message; a worker creates the stage rows and sends what can start.
         # ignore_result: the API never waits on it, so no result listener is set up.
@@ -150,27 +183,20 @@ def submit_url_capture(
     submit functions take the same leading arguments."""
     del store
     plan, pinned = _pin(sessions, settings, spec, None, audit)
-    with transaction(sessions) as session:
-        job, created = create_job(
-            session,
-            tenant_id=tenant_id,
-            template=plan.template,
-            params=spec.model_dump(mode="json"),
-            sku=spec.sku.model_dump(mode="json") if spec.sku else None,
-            seed=spec.seed,
-            capture_digest=None,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-        )
-        if created:
-            job.plan_digest = store_plan(session, pinned)
-            job.source_url, job.source = url, source
-            add_event(
-                session,
-                job,
-                "job_queued",
-                {"stages": [i.id for i in plan.invocations], "source_url": url, **(audit or {})},
-            )
+    job, created = _record_job(
+        sessions,
+        tenant_id=tenant_id,
+        spec=spec,
+        plan=plan,
+        pinned=pinned,
+        capture_digest=None,
+        parent_id=None,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        source_url=url,
+        source=source,
+        event={"source_url": url, **(audit or {})},
+    )
     if created and send:
         send_fetch_capture(job.id, queue=fetch_queue)
     return Submission(job, created, plan)
