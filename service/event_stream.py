@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from starlette.responses import StreamingResponse
 
 from storage.notify import channel_for, supports_notices
 
@@ -239,3 +240,24 @@ class JobEventStreams:
                         break
                     yield ": keep-alive\n\n"
                     sent_at = time.monotonic()
+
+
+def sse_response(
+    streams: JobEventStreams,
+    key: str,
+    read: EventReader,
+    *,
+    after: int | None,
+    last_event_id: str | None,
+    follow: bool,
+) -> StreamingResponse:
+    """The event stream of one job or batch, resumed after ``?after=`` or the browser's
+    ``Last-Event-ID``, whichever is later."""
+    start = after or 0
+    if last_event_id is not None and last_event_id.isdigit():
+        start = max(start, int(last_event_id))
+    return StreamingResponse(
+        streams.stream(key, read, start, follow),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -44,7 +44,7 @@ from service.catalogue_csv import (
     results_header,
 )
 from service.deps import ApiContext, ContextDep, TenantDep
-from service.event_stream import EventBatch, JobEventStreams
+from service.event_stream import EventBatch, JobEventStreams, sse_response
 from service.image_archive import ZipImages
 from service.model_resolution import registry_resolver
 from service.problems import ProblemError
@@ -446,15 +446,10 @@ def batch_events(
 ) -> StreamingResponse:
     with context.sessions() as session:
         _batch_or_404(session, tenant.id, batch_id)
-    start = after or 0
-    if last_event_id is not None and last_event_id.isdigit():
-        start = max(start, int(last_event_id))
     streams: JobEventStreams = request.app.state.event_streams
     read = partial(_events_since, context, tenant.id, batch_id)
-    return StreamingResponse(
-        streams.stream(batch_id, read, start, follow),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return sse_response(
+        streams, batch_id, read, after=after, last_event_id=last_event_id, follow=follow
     )
 
 

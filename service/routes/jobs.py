@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from pipeline.jobspec import JobSpec
 from service.deps import ApiContext, ContextDep, SessionDep, TenantDep
-from service.event_stream import EventBatch, JobEventStreams
+from service.event_stream import EventBatch, JobEventStreams, sse_response
 from service.job_views import job_public, job_summary
 from service.problems import ProblemError
 from service.routes.captures import IdempotencyKey, accepted, submit
@@ -90,15 +90,10 @@ def job_events(
     # the stream is open (see service.event_stream).
     with context.sessions() as session:
         _job_or_404(session, tenant.id, job_id)
-    start = after or 0
-    if last_event_id is not None and last_event_id.isdigit():
-        start = max(start, int(last_event_id))
     streams: JobEventStreams = request.app.state.event_streams
     read = partial(_events_since, context, tenant.id, job_id)
-    return StreamingResponse(
-        streams.stream(job_id, read, start, follow),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return sse_response(
+        streams, job_id, read, after=after, last_event_id=last_event_id, follow=follow
     )
 
 
