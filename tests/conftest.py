@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from benchmarks.datasets import datasets_dir
 from benchmarks.redis_claim import claim_database, release_database
@@ -167,3 +168,27 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- a migrated job database, once on SQLite and once on PostgreSQL --------------------------
+@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
+def sessions(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a freshly migrated database per test module and backend (a throwaway
+    PostgreSQL database, dropped afterwards)."""
+    from storage.database import make_engine, session_factory
+    from storage.migrate import upgrade
+    from tests.test_job_db import _postgres_url
+
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobs.db'}"])
+    else:
+        urls = _postgres_url()
+    url = next(urls)
+    upgrade(url)
+    engine = make_engine(url)
+    yield session_factory(engine)
+    engine.dispose()
+    for _ in urls:  # finish the generator: drops the throwaway PostgreSQL database
+        pass

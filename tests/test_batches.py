@@ -70,12 +70,10 @@ from storage.batches import (
 from storage.database import make_engine, session_factory, transaction
 from storage.dispatch import set_job_status
 from storage.jobs import create_job, create_tenant
-from storage.migrate import upgrade
 from storage.models import Event, Job, StageRun
 from tests.api_harness import Api, make_api
 from tests.conftest import ROOT, start_worker, stop_worker, wait_for
 from tests.live_servers import live_api
-from tests.test_job_db import _postgres_url
 
 TINY_TEMPLATE = """name: tinyshot
 description: one small packshot, for catalogue tests
@@ -268,23 +266,6 @@ def test_a_folder_of_images_cannot_be_left_through_a_symlink(tmp_path: Path) -> 
 
 
 # -- slots, on SQLite and PostgreSQL ---------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
-def sessions(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobs.db'}"])
-    else:
-        urls = _postgres_url()
-    url = next(urls)
-    upgrade(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
-    for _ in urls:  # finish the generator: drops the throwaway PostgreSQL database
-        pass
-
-
 def _pending(n: int, errors: int = 0) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {"row": i + 2, "sku_id": f"S-{i}", "status": "pending", "template": "tinyshot"}

@@ -4,17 +4,15 @@ worker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import jobs
-from storage.database import make_engine, session_factory, transaction
+from storage.database import make_engine, transaction
 from storage.dispatch import (
     PlannedRun,
     begin_run,
@@ -31,27 +29,9 @@ from storage.migrate import upgrade
 from storage.models import Job, StageRun, utcnow
 from storage.plans import load_plan, plan_digest, store_plan
 from storage.workers import advertised_models, live_workers, mark_stopped, record_heartbeat
-from tests.test_job_db import _postgres_url
 
 # a -> b, a -> c, (b, c) -> d
 DEPS = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
-def sessions(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobs.db'}"])
-    else:
-        urls = _postgres_url()
-    url = next(urls)
-    upgrade(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
-    for _ in urls:  # finish the generator: drops the throwaway PostgreSQL database
-        pass
 
 
 def new_job(sessions: sessionmaker[Session]) -> str:

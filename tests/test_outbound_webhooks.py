@@ -59,7 +59,6 @@ from storage.webhooks import (
 from tasks.webhooks import retry_after_s
 from tests.api_harness import Api, make_api
 from tests.conftest import EXAMPLE_CAPTURE, start_worker, stop_worker, wait_for
-from tests.test_job_db import _postgres_url
 
 SCHEDULE = [0, 0.2, 0.2, 0.2]  # four attempts, fractions of a second apart
 
@@ -521,23 +520,6 @@ def test_real_jobs_emit_completed_and_failed(hooks: Hooks) -> None:
 
 
 # -- the outbox, at the storage level (SQLite and PostgreSQL) -----------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
-def sessions(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobs.db'}"])
-    else:
-        urls = _postgres_url()
-    url = next(urls)
-    upgrade(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
-    for _ in urls:  # drops the throwaway PostgreSQL database
-        pass
-
-
 BOX = SecretBox("test-service-key", "webhook-signing-secret")
 
 
