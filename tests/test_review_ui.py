@@ -1,10 +1,13 @@
 """The review UI (``/review``) in Debian's Chromium, driven by Playwright, against the real
-app under uvicorn with a real Celery worker running a small one-packshot operator template
+app under uvicorn with a real Celery worker running small operator templates
 (``SKUFORGE_TEMPLATE_DIR``), and a loopback receiver verifying the signed ``review.*``
 webhooks (the helpers of ``tests/test_review_api.py``).
 
-The template has no 3D stages (a turntable render would cost minutes on two shared cores),
-so the turntable ``<video>`` check is not made here.
+``review_small`` makes one packshot; ``review_3d`` adds a tiny 3D group (an extruded mesh
+with a 256 px texture, a 24-frame 128 px turntable), so the turntable, the 3D viewer and a
+re-run that reuses the 3D stages cost seconds rather than the minutes of a full template.
+Screenshots go to ``test-artifacts/review-ui/`` (gitignored); the ones in ``docs/images``
+were copied from there.
 
 The first tests need no browser: the login's rate limit, the cookie's flags and the
 security headers, through the app's ASGI interface.
@@ -27,15 +30,17 @@ from sqlalchemy import select
 
 from brand_rules import BrandRules
 from brand_rules.schema import Rule
+from pipeline.jobspec import JobSpec
 from pipeline.settings import Settings, get_settings
 from service.app import create_app
 from service.passwords import hash_password
+from storage import LocalArtifactStore
 from storage.database import make_engine, session_factory, transaction
 from storage.jobs import create_tenant
 from storage.migrate import upgrade
-from storage.models import Tenant
+from storage.models import Asset, Tenant
 from storage.review import ReviewAudit, create_user
-from tests.conftest import wait_for
+from tests.conftest import EXAMPLE_CAPTURE, start_worker, stop_worker, wait_for
 from tests.test_docs_ui import CHROMIUM, _browser_unavailable
 from tests.test_outbound_webhooks import verify
 from tests.test_review_api import TEMPLATE, Review
@@ -44,6 +49,32 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "review-ui"
 AXE = REPO / "service" / "ui" / "vendor" / "node_modules" / "axe-core" / "axe.min.js"
 PASSWORD = "correct horse battery staple"
+TEMPLATE_3D = """name: review_3d
+description: one small packshot, a tiny mesh and turntable, for the review UI browser test
+stages:
+  cutout:
+    backend: classical
+  packshots:
+    slots:
+      - name: main
+        width: 400
+        height: 400
+        background: "#FFFFFF"
+        fill: 0.8
+        format: png
+  shape:
+    backend: extrude
+    max_triangles: 1000
+    texture_size: 256
+    working_size: 128
+  export3d:
+    poster_size: 128
+  turntable:
+    frames: 24
+    size: 128
+    fps: 12
+"""
+TURNTABLE_S = 24 / 12  # frames / fps of TEMPLATE_3D
 
 
 # -- without a browser -----------------------------------------------------------------------
@@ -162,6 +193,7 @@ def ui(cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "review_small.yaml").write_text(TEMPLATE)
+    (templates / "review_3d.yaml").write_text(TEMPLATE_3D)
     env = {
         **cluster,
         "SKUFORGE_TEMPLATE_DIR": str(templates),
@@ -192,6 +224,60 @@ def _serious(page: Any) -> list[str]:
     return found
 
 
+class Console:
+    """What the pages logged: CSP refusals, every console error, uncaught exceptions."""
+
+    def __init__(self) -> None:
+        self.csp: list[str] = []
+        self.errors: list[str] = []
+        self.exceptions: list[str] = []
+
+    def watch(self, page: Any) -> None:
+        def on_console(message: Any) -> None:
+            if "Content Security Policy" in message.text:
+                self.csp.append(message.text)
+            if message.type == "error":
+                self.errors.append(f"{page.url}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: self.exceptions.append(str(exc)))
+
+
+def _launch(playwright: Any) -> Any:
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
+
+
+def _person(
+    browser: Any, base: str, email: str, console: Console, width: int = 1280, height: int = 800
+) -> Any:
+    """A logged-in page of its own browser context (own cookies), with axe-core injected."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.add_init_script(path=str(AXE))
+    page = context.new_page()
+    console.watch(page)
+    page.goto(f"{base}/review/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]:has-text('Log in')")
+    page.wait_for_url(f"{base}/review")
+    return page
+
+
+def _wait_finished(review: Review, job_id: str) -> None:
+    wait_for(
+        lambda: review.job(job_id).status not in ("queued", "running"),
+        240,
+        f"job {job_id}\n{review.log.read_text()[-3000:]}",
+    )
+
+
+def _no_horizontal_overflow(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
 @pytest.mark.slow
 def test_review_ui_in_chromium(ui: Ui) -> None:
     from playwright.sync_api import Page, sync_playwright
@@ -211,13 +297,12 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
         brand="acme", rules=[Rule(id="fill_ratio", severity="review", params={"min": 0.95})]
     )
     to_reject, to_approve, contested = (review.submit(unsure) for _ in range(3))
-    for job_id in (to_reject, to_approve, contested):
-        wait_for(
-            lambda j=job_id: review.job(j).status not in ("queued", "running"),
-            240,
-            f"job {job_id}\n{review.log.read_text()[-3000:]}",
-        )
-        assert review.job(job_id).status == "needs_review"
+    # PNG packshots against a brand allowing only JPEG: file_format fails, reject severity
+    bad = review.submit(BrandRules(brand="acme", allowed_outputs=["jpeg"]))
+    for job_id in (to_reject, to_approve, contested, bad):
+        _wait_finished(review, job_id)
+    assert {review.job(j).status for j in (to_reject, to_approve, contested)} == {"needs_review"}
+    assert review.job(bad).status == "rejected"
     item = review.get("/v1/review", limit=1).json()["items"][0]
     assert item["job_id"] == to_reject
     measured = next(f["measured"] for f in item["findings"] if f["rule"] == "fill_ratio")
@@ -225,32 +310,14 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
     claimed = review.post(f"/v1/jobs/{contested}/claim", {"lease_s": 600}, review.reviewer_key)
     assert claimed.status_code == 200, claimed.text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    csp_errors: list[str] = []
-    page_errors: list[str] = []
+    console = Console()
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = _launch(playwright)
 
         def person(email: str) -> Page:
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            context.add_init_script(path=str(AXE))
-            page = context.new_page()
-            page.on(
-                "console",
-                lambda m: (
-                    csp_errors.append(m.text) if "Content Security Policy" in m.text else None
-                ),
-            )
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.goto(f"{base}/review/login")
-            page.fill("#email", email)
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]:has-text('Log in')")
-            page.wait_for_url(f"{base}/review")
-            return page
+            found: Page = _person(browser, base, email, console)
+            return found
 
         def decide(page: Page, job_id: str, kind: str, reason: str, note: str) -> int:
             page.goto(f"{base}/review/jobs/{job_id}")
@@ -350,17 +417,51 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
             other = zed.goto(f"{base}/review/jobs/{to_reject}")
             assert other is not None and other.status == 404
             assert zed.locator(".card").count() == 0 or "Nothing to review" in zed.content()
-            for path in ("thumbnail", "capture", "files/packshots/main.png"):
+            for path in ("thumbnail", "capture", "files/packshots/main.png", "events"):
                 assert zed.request.get(f"{base}/review/jobs/{to_reject}/{path}").status == 404
+
+            # bulk approve from the rejected queue: the job with a reject-severity failure
+            # is skipped, the one a person rejected for a review-severity failure is approved
+            ann.goto(f"{base}/review?status=rejected")
+            assert "2 jobs" in ann.locator("#queue-count").inner_text()
+            ann.keyboard.press("j")  # oldest first: to_reject; x ticks it
+            assert ann.evaluate("document.activeElement.closest('.card').dataset.job") == to_reject
+            ann.keyboard.press("x")
+            ann.check(f".card[data-job='{bad}'] input.pick")
+            assert ann.locator("input.pick:checked").count() == 2
+            ann.select_option("#bulk-reason", "meets_guidelines")
+            with ann.expect_response(lambda r: r.url.endswith("/bulk-approve")) as bulk:
+                ann.click("#bulk button[type=submit]")
+            assert bulk.value.status == 200
+            assert ann.locator(f"#bulk-approved li[data-job='{to_reject}']").count() == 1
+            skipped = ann.locator(f"#bulk-skipped li[data-job='{bad}']").inner_text()
+            assert "reject-severity failure" in skipped
+            assert ann.locator(f"#bulk-approved li[data-job='{bad}']").count() == 0
+            assert review.job(to_reject).status == "approved"
+            assert review.job(bad).status == "rejected"
+            assert _serious(ann) == []
+            no_token = ann.request.post(
+                f"{base}/review/bulk-approve", form={"job_ids": bad}, max_redirects=0
+            )
+            assert no_token.status == 403
+            viewer_bulk = vic.request.post(
+                f"{base}/review/bulk-approve",
+                form={"job_ids": bad, "csrf_token": token},
+                max_redirects=0,
+            )
+            assert viewer_bulk.status == 403 and review.job(bad).status == "rejected"
         finally:
             browser.close()
 
-    assert csp_errors == [] and page_errors == [], (csp_errors, page_errors)
+    assert console.csp == [] and console.exceptions == [], (console.csp, console.exceptions)
     with review.sessions() as session:
-        audit = {
-            row.job_id: row
-            for row in session.scalars(select(ReviewAudit).order_by(ReviewAudit.seq))
-        }
+        entries = list(session.scalars(select(ReviewAudit).order_by(ReviewAudit.seq)))
+    audit: dict[str, ReviewAudit] = {}
+    for logged in entries:
+        audit.setdefault(logged.job_id, logged)  # each job's first entry
+    bulk_entry = next(e for e in entries if e.job_id == to_reject and e.action == "approve")
+    assert (bulk_entry.reason_code, bulk_entry.verdict_after) == ("meets_guidelines", "approved")
+    assert not any(e.job_id == bad for e in entries)  # skipped: nothing decided, nothing logged
     entry = audit[to_reject]
     assert (entry.actor, entry.action, entry.reason_code, entry.note) == (
         "user:ann@a.example",
@@ -373,7 +474,9 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
         "rejected",
         2,
     )
-    assert audit[to_approve].action == "approve" and audit[contested].actor == "user:bob@a.example"
+    assert audit[to_approve].action == "approve"
+    decided = next(e for e in entries if e.job_id == contested and e.action == "approve")
+    assert decided.actor == "user:bob@a.example"
 
     def hooks(job_id: str) -> dict[str, dict[str, Any]]:
         found = {}
@@ -389,3 +492,141 @@ def test_review_ui_in_chromium(ui: Ui) -> None:
     assert rejected["review"]["reviewer"] == "user:ann@a.example"
     wait_for(lambda: "review.approved" in hooks(to_approve), 60, "review.approved delivered")
     assert hooks(to_approve)["review.approved"]["data"]["verdict"] == "approved"
+
+
+def _submit_3d(review: Review, brand: BrandRules) -> str:
+    from service.submission import submit_capture
+
+    settings = Settings()
+    job, created, _ = submit_capture(
+        review.sessions,
+        LocalArtifactStore(settings.store.root),
+        settings,
+        tenant_id=review.tenant,
+        capture=EXAMPLE_CAPTURE.read_bytes(),
+        spec=JobSpec(template="review_3d", brand=brand),
+    )
+    assert created
+    return job.id
+
+
+def _digests(review: Review, job_id: str) -> dict[str, str]:
+    with review.sessions() as session:
+        return {
+            a.file: a.digest for a in session.scalars(select(Asset).where(Asset.job_id == job_id))
+        }
+
+
+@pytest.mark.slow
+def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui) -> None:
+    """A job with every kind of output: the turntable plays, the GLB loads in model-viewer
+    with no console error; changing the packshot background re-runs the job as a revision
+    followed live over SSE, which recomputes the packshot and reuses the cutout and the 3D
+    stages; the queue and the job page fit a 768 px tablet."""
+    from playwright.sync_api import sync_playwright
+
+    review, base = ui.review, ui.base
+    unsure = BrandRules(
+        brand="acme", rules=[Rule(id="fill_ratio", severity="review", params={"min": 0.95})]
+    )
+    parent = _submit_3d(review, unsure)
+    _wait_finished(review, parent)
+    assert review.job(parent).status == "needs_review"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    console = Console()
+
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            ann = _person(browser, base, "ann@a.example", console)
+            ann.screenshot(path=str(ARTIFACTS / "queue-3d.png"))
+            ann.goto(f"{base}/review/jobs/{parent}")
+            # the turntable plays: enough data for the current frame, the template's length
+            ann.wait_for_function(
+                "() => document.querySelector('video.turntable').readyState >= 2",
+                polling=100,
+                timeout=20000,
+            )
+            duration = ann.evaluate("document.querySelector('video.turntable').duration")
+            assert abs(duration - TURNTABLE_S) < 0.1, duration
+            # the GLB in the 3D viewer: the custom element upgraded and the model loaded
+            ann.wait_for_function(
+                "() => customElements.get('model-viewer') !== undefined"
+                " && document.querySelector('model-viewer').loaded === true",
+                polling=100,
+                timeout=30000,
+            )
+            assert ann.evaluate("document.querySelector('model-viewer').src").endswith(
+                "/files/model/model.glb"
+            )
+            assert _serious(ann) == []
+            ann.screenshot(path=str(ARTIFACTS / "job-3d.png"))
+            ann.screenshot(path=str(ARTIFACTS / "job-3d-full.png"), full_page=True)
+            assert console.errors == [], console.errors
+
+            # edit and re-run: the worker is stopped first, so the page sees the revision
+            # queued and follows every stage over SSE (nothing finishes before it loads)
+            stop_worker(review.worker)
+            colour = ann.locator("#param-packshots-main-background")
+            assert colour.input_value() == "#FFFFFF"
+            assert ann.locator("#param-turntable-frames").input_value() == "24"
+            assert ann.locator("#param-shape-backend").input_value() == "extrude"
+            colour.fill("#E8F0FF")
+            ann.click("#form-rerun button[type=submit]")
+            ann.wait_for_url(re.compile(rf"{re.escape(base)}/review/jobs/(?!{parent})[^/?]+$"))
+            revision = ann.url.rsplit("/", 1)[1]
+            assert review.job(revision).parent_id == parent
+            progress = ann.locator("#progress")
+            assert progress.is_visible()
+            states = {
+                row.get_attribute("data-stage"): row.get_attribute("data-state")
+                for row in ann.locator("#progress tr[data-stage]").all()
+            }
+            assert set(states.values()) <= {"waiting", "queued"}, states
+            review.worker = start_worker(review.env, review.log, queues="default,cpu,gpu,webhooks")
+            ann.wait_for_selector("#progress[data-final='job_finished']", timeout=120000)
+            states = {
+                row.get_attribute("data-stage"): row.get_attribute("data-state")
+                for row in ann.locator("#progress tr[data-stage]").all()
+            }
+            recomputed = {"packshots.main", "validate.main"}
+            assert {s for s, state in states.items() if state == "computed"} == recomputed
+            reused = {"ingest", "cutout", "shape", "export3d", "turntable"}
+            assert reused <= {s for s, state in states.items() if state == "reused"}, states
+            assert (
+                "reused (cache hit)"
+                in ann.locator("#progress tr[data-stage='cutout'] .state").inner_text()
+            )
+            ann.click("#progress-done a")
+            ann.wait_for_load_state()
+            lineage = {
+                row.get_attribute("data-stage"): row.get_attribute("data-state")
+                for row in ann.locator("#lineage-title ~ table tr[data-stage]").all()
+            }
+            assert lineage == states
+            assert ann.locator("#parent-link").get_attribute("href") == f"/review/jobs/{parent}"
+
+            # the stored outputs agree: a new packshot, the very same cutout and 3D files
+            before, after = _digests(review, parent), _digests(review, revision)
+            assert before["packshots/main.png"] != after["packshots/main.png"]
+            for file in ("cutout.png", "model/model.glb", "turntable/turntable.mp4"):
+                assert before[file] == after[file], file
+
+            # a tablet: nothing wider than the screen, on the queue and on the job page
+            tablet = _person(browser, base, "bob@a.example", console, width=768, height=1024)
+            assert _no_horizontal_overflow(tablet)
+            assert _serious(tablet) == []
+            tablet.goto(f"{base}/review/jobs/{parent}")
+            tablet.wait_for_function(
+                "() => document.querySelector('model-viewer').loaded === true",
+                polling=100,
+                timeout=30000,
+            )
+            assert _no_horizontal_overflow(tablet), tablet.evaluate(
+                "[document.documentElement.scrollWidth, window.innerWidth]"
+            )
+            tablet.screenshot(path=str(ARTIFACTS / "job-tablet.png"))
+        finally:
+            browser.close()
+    assert console.csp == [] and console.exceptions == [], (console.csp, console.exceptions)
+    assert console.errors == [], console.errors

@@ -9,8 +9,9 @@ points a page at a CDN. Without the install the pages still work: htmx only make
 queue's filters refresh without a full page load.
 
 Every ``/review`` response carries the security headers in ``SECURITY_HEADERS``: the CSP
-allows scripts and styles from this origin only (no inline script, no ``style``
-attributes), and no framing.
+(``service.ui.csp``) allows scripts and styles from this origin only (no inline script, no
+``style`` attributes) and no framing; a job page with a 3D model carries its own, slightly
+wider policy for the viewer, which the middleware leaves in place.
 """
 
 from __future__ import annotations
@@ -23,24 +24,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ui import routes
+from service.ui.csp import CSP
 
 HERE = Path(__file__).resolve().parent
 VENDOR = HERE / "vendor" / "node_modules"
 # name served under /review/vendor/ -> file in node_modules (what the pages load)
-VENDOR_FILES = {"htmx.min.js": "htmx.org/dist/htmx.min.js"}
-CSP = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "media-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    )
-)
+VENDOR_FILES = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    # the ES module build with three.js inside: one file, no import map needed
+    "model-viewer.min.js": "@google/model-viewer/dist/model-viewer.min.js",
+}
 SECURITY_HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),

@@ -1,31 +1,41 @@
-"""The review UI's pages: login/logout, the queue, a job, and decisions.
+"""The review UI's pages: login/logout, the queue, a job, decisions, bulk approval and
+edit-and-re-run.
 
 Pages are Jinja2 templates rendered on the server; htmx (vendored, see ``service.ui``)
 only refreshes the queue when a filter changes. Every read is scoped to the logged-in
-user's tenant (another tenant's job is a 404 page, as in the API), and a decision goes
-through ``service.routes.review.record_decision``, the function behind
-``POST /v1/jobs/{id}/decision``, so the form and the API cannot drift apart.
+user's tenant (another tenant's job is a 404 page, as in the API). Each write goes through
+the function behind its API route, so the forms and the API cannot drift apart: a decision
+through ``record_decision`` (``POST /v1/jobs/{id}/decision``), a bulk approval through
+``run_bulk_approve`` (``POST /v1/review/bulk-approve``), a re-run through
+``submit_revision`` (``POST /v1/jobs/{id}/revisions``). A revision's progress is the job's
+event stream (``sse_response`` with the API's reader), under ``/review`` so the session
+cookie authenticates it; ``static/job.js`` follows it with ``EventSource``.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Form, Header, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipeline.errors import SkuforgeError
 from service.deps import ContextDep
+from service.event_stream import sse_response
 from service.problems import ProblemError
-from service.review_schemas import DecisionRequest
-from service.routes.review import record_decision
+from service.review_schemas import BulkApproveRequest, DecisionRequest
+from service.routes.jobs import job_events_since, submit_revision
+from service.routes.review import record_decision, run_bulk_approve
+from service.schemas import FINAL_STATUSES, RevisionRequest
 from service.ui.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -42,9 +52,12 @@ from service.ui.auth import (
     session_user,
     tokens_match,
 )
+from service.ui.csp import VIEWER_CSP
+from service.ui.params_form import FIELD_PREFIX, changed_overrides, param_groups
 from storage.database import transaction
 from storage.jobs import get_job
-from storage.models import Asset, Job, StageRun
+from storage.models import Asset, Job, StageRun, Tenant
+from storage.plans import load_plan
 from storage.review import (
     InvalidQueueCursorError,
     QueueFilter,
@@ -246,7 +259,8 @@ def queue(
         status = "needs_review"
     filters = {"status": status, "rule": rule, "brand": brand, "template": template}
     flt = QueueFilter(status, brand or None, rule or None, template or None)
-    with context.sessions() as session:
+    # a transaction: the first read of the reason codes writes the tenant's defaults
+    with transaction(context.sessions) as session:
         try:
             rows, next_cursor = review_queue(
                 session, user.tenant_id, flt, cursor=cursor or None, limit=PAGE_SIZE
@@ -260,6 +274,7 @@ def queue(
             for s in STATUSES
         }
         choices = _choices(session, user.tenant_id)
+        reasons = list_reasons(session, user.tenant_id) if user.can_decide else []
     keep = {k: v for k, v in filters.items() if v}
     return page(
         request,
@@ -269,6 +284,7 @@ def queue(
         filters=filters,
         counts=counts,
         choices=choices,
+        approve_reasons=[r for r in reasons if r.decision in ("approve", "any")],
         next_url=f"/review?{urlencode({**keep, 'cursor': next_cursor})}" if next_cursor else None,
         first_url=f"/review?{urlencode(keep)}" if cursor else None,
     )
@@ -280,6 +296,14 @@ def _job_or_404(session: Session, user: UiUser, job_id: str) -> Job:
     if job is None:
         raise NotFoundError(f"There is no job {job_id} here.")
     return job
+
+
+def _plan(session: Session, job: Job) -> dict[str, Any]:
+    """The job's plan as pinned at submission (``Plan.to_dict()`` form), or empty."""
+    if job.plan_digest is None:
+        return {}
+    plan: dict[str, Any] = load_plan(session, job.plan_digest).get("plan", {})
+    return plan
 
 
 def _reports(
@@ -316,17 +340,29 @@ def _reports(
 
 
 def _outputs(assets: list[Asset]) -> dict[str, list[Asset]]:
-    groups: dict[str, list[Asset]] = {"cutout": [], "images": [], "videos": [], "models": []}
+    """Outputs by how the page shows them: the MP4 plays, the GLB turns in the 3D viewer,
+    other videos and models (WebM, USDZ, the spin set) are downloads."""
+    groups: dict[str, list[Asset]] = {
+        "cutout": [],
+        "images": [],
+        "videos": [],
+        "glb": [],
+        "downloads": [],
+    }
     for asset in assets:
         if asset.file.startswith("reports/"):
             continue
-        if asset.media_type.startswith("video/"):
+        if asset.media_type == "video/mp4":
             groups["videos"].append(asset)
-        elif asset.media_type.startswith("model/") or asset.file.endswith((".glb", ".usdz")):
-            groups["models"].append(asset)
+        elif asset.media_type == "model/gltf-binary" or asset.file.endswith(".glb"):
+            groups["glb"].append(asset)
         elif asset.media_type.startswith("image/"):
             key = "cutout" if "cutout" in asset.file or asset.kind == "cutout" else "images"
             groups[key].append(asset)
+        elif asset.file.endswith(".json"):
+            continue  # the manifest and lineage files: the page shows what they say
+        else:
+            groups["downloads"].append(asset)
     return groups
 
 
@@ -348,21 +384,30 @@ def job_page(request: Request, job_id: str, context: ContextDep) -> Response:
             key=lambda r: (r.started_at or r.queued_at or job.created_at, r.invocation_id),
         )
         reasons = list_reasons(session, user.tenant_id)
-        return page(
+        plan = _plan(session, job)
+        done = {r.invocation_id: r for r in runs}
+        outputs = _outputs(assets)
+        response = page(
             request,
             "job.html",
             user=user,
             job=job,
+            finished=job.status in FINAL_STATUSES,
+            progress=[(i["id"], done.get(i["id"])) for i in plan.get("invocations", [])],
+            param_groups=param_groups(plan) if job.capture_digest else [],
             revision=current_revision(session, job),
             findings=findings,
             reports=_reports(context, assets, findings),
-            outputs=_outputs(assets),
+            outputs=outputs,
             decidable=[a for a in assets if a.verdict is not None],
             runs=runs,
             approve_reasons=[r for r in reasons if r.decision in ("approve", "any")],
             reject_reasons=[r for r in reasons if r.decision in ("reject", "any")],
             decided=request.query_params.get("decided"),
         )
+    if outputs["glb"]:
+        response.headers["Content-Security-Policy"] = VIEWER_CSP
+    return response
 
 
 @router.post("/jobs/{job_id}/decision", response_class=HTMLResponse)
@@ -402,6 +447,112 @@ async def decide_job(
         return error_page(request, exc, user)
     return RedirectResponse(
         f"/review/jobs/{job_id}?{urlencode({'decided': result.status})}", status_code=303
+    )
+
+
+@router.post("/jobs/{job_id}/revisions", response_class=HTMLResponse)
+async def revise_job(request: Request, job_id: str, context: ContextDep) -> Response:
+    """The edit form: the changed parameters become a revision of the job."""
+    user = current_user(request, context)
+    try:
+        if user is None:
+            raise NotLoggedInError("Your session ended. Log in again to re-run the job.")
+        await _check_csrf(request, user)
+        if not user.can_decide:
+            raise ForbiddenError("Your role (viewer) can look at jobs but not re-run them.")
+        form = await request.form()
+        with context.sessions() as session:
+            parent = _job_or_404(session, user, job_id)
+            tenant = session.get(Tenant, user.tenant_id)
+            assert tenant is not None  # the user's tenant: a foreign key
+            plan = _plan(session, parent)
+            given = {k: v for k, v in form.items() if k.startswith(FIELD_PREFIX)}
+            overrides = changed_overrides(param_groups(plan), given)
+            if not overrides:
+                raise UiError("Nothing was changed, so there is nothing to re-run.")
+            try:
+                job, _created = submit_revision(
+                    context, tenant, session, parent, RevisionRequest(overrides=overrides)
+                )
+            except SkuforgeError as exc:
+                raise UiError(f"The change was refused: {exc.message}") from exc
+            except ProblemError as exc:
+                raise UiError(f"The change was refused: {exc.detail}") from exc
+    except UiError as exc:
+        return error_page(request, exc, user)
+    return RedirectResponse(f"/review/jobs/{job.id}", status_code=303)
+
+
+@router.get("/jobs/{job_id}/events")
+def job_events(
+    request: Request,
+    job_id: str,
+    context: ContextDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Response:
+    """The job's progress for the page's EventSource: the API's stream, session-authorised."""
+    user = current_user(request, context)
+    if user is None:
+        return Response(status_code=401)
+    with context.sessions() as session:
+        if get_job(session, user.tenant_id, job_id) is None:
+            return Response(status_code=404)
+    read = partial(job_events_since, context, user.tenant_id, job_id)
+    stream: StreamingResponse = sse_response(
+        request.app.state.event_streams,
+        job_id,
+        read,
+        after=None,
+        last_event_id=last_event_id,
+        follow=True,
+    )
+    return stream
+
+
+@router.post("/bulk-approve", response_class=HTMLResponse)
+async def bulk_approve_jobs(
+    request: Request,
+    context: ContextDep,
+    job_ids: Annotated[list[str] | None, Form(max_length=PAGE_SIZE)] = None,
+    status: Annotated[str, Form(max_length=16)] = "",
+    reason: Annotated[str, Form(max_length=48)] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Approve the ticked cards; jobs with a reject-severity failure are skipped and listed."""
+    user = current_user(request, context)
+    try:
+        if user is None:
+            raise NotLoggedInError("Your session ended. Log in again to approve.")
+        await _check_csrf(request, user)
+        if not user.can_decide:
+            raise ForbiddenError("Your role (viewer) can look at jobs but not decide them.")
+        if not job_ids:
+            raise UiError("No job was ticked, so nothing was approved.")
+        body = BulkApproveRequest(
+            status=status if status in ("needs_review", "rejected") else None,  # type: ignore[arg-type]
+            job_ids=job_ids,
+            reason=reason or None,
+            note=note.strip() or None,
+        )
+        try:
+            result = run_bulk_approve(context, user.reviewer(), body)
+        except ProblemError as exc:
+            raise UiError(f"The approval was refused: {exc.detail}") from exc
+    except UiError as exc:
+        return error_page(request, exc, user)
+    with context.sessions() as session:
+        names = {
+            job.id: job.sku_id or job.id
+            for job in session.scalars(
+                select(Job).where(Job.tenant_id == user.tenant_id, Job.id.in_(job_ids))
+            )
+        }
+    return page(
+        request,
+        "bulk.html",
+        user=user,
+        approved=[(j, names.get(j, j)) for j in result.approved],
+        skipped=[(s.job_id, names.get(s.job_id, s.job_id), s.reason) for s in result.skipped],
     )
 
 

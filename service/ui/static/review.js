@@ -1,7 +1,7 @@
 // Keyboard shortcuts of the review UI (served as a file: the CSP allows no inline script).
 // j/k move through the queue's cards, Enter opens one; on a job page a/r go to the approve
 // or reject form (a decision still needs its button, so a stray key press decides nothing);
-// ? opens the help.
+// x ticks the focused card for the bulk approval; ? opens the help.
 (function () {
   "use strict";
 
@@ -31,6 +31,18 @@
     form.querySelector("select, textarea, button").focus();
   }
 
+  function tick() {
+    var card = document.activeElement && document.activeElement.closest(".card");
+    var box = card && card.querySelector("input.pick");
+    if (box) box.checked = !box.checked;
+  }
+
+  function tickAll() {
+    var boxes = document.querySelectorAll("input.pick");
+    var all = Array.prototype.every.call(boxes, function (b) { return b.checked; });
+    Array.prototype.forEach.call(boxes, function (b) { b.checked = !all; });
+  }
+
   function help() {
     var dialog = document.getElementById("help");
     if (dialog && !dialog.open) dialog.showModal();
@@ -43,6 +55,7 @@
       k: function () { move(-1); },
       a: function () { goToForm("approve"); },
       r: function () { goToForm("reject"); },
+      x: tick,
       "?": help,
     };
     var action = actions[event.key];
@@ -53,6 +66,8 @@
   });
 
   document.addEventListener("click", function (event) {
-    if (event.target.closest && event.target.closest(".help-button")) help();
+    if (!event.target.closest) return;
+    if (event.target.closest(".help-button")) help();
+    if (event.target.closest(".pick-all")) tickAll();
   });
 })();
