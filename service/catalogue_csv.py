@@ -3,25 +3,27 @@
 Shared by ``POST /v1/batches`` and ``skuforge batch run`` so both accept the same files,
 refuse the same rows with the same codes, and write the same two reports.
 
-**Reading.** The CSV is read from a text stream one record at a time (``csv`` over
-bounded lines: a physical line over ``max_line_chars`` is a row error, its rest is
-skipped), never loaded whole. UTF-8 with or without a BOM; undecodable bytes make their
-row an ``invalid_encoding`` error. The header names the columns (any order, any case;
-spaces become ``_``): ``sku``, ``name``, ``brand`` are required, plus ``image_url`` or
-``image_file``; ``template``, ``category``, ``colours``, ``width_mm``, ``height_mm``,
-``depth_mm`` are optional, and other columns are reported as ignored. Each record is
-checked on its own: the SKU schema (``sku_templates.Sku``), colours (``#RRGGBB`` separated
-by spaces, ``;``, ``,`` or ``|``), dimensions (positive millimetres), the template
-(explicit, else by category, else ``default``; it must exist), a duplicate SKU in the same
-file, and exactly one image reference (an http(s) URL with no credentials and no literal
-private address, or a file present in the images). A bad row yields a ``RowError`` with
-its line, column, code and message, and the next row is read as if nothing happened.
+**Reading.** The CSV is read from a text stream one record at a time (``csv`` over bounded
+lines: a physical line over ``max_line_chars`` is a row error, its rest is skipped), never
+loaded whole. UTF-8 with or without a BOM; undecodable bytes make their row an
+``invalid_encoding`` error, a NUL character a ``nul_character`` one. The header names the
+columns (any order, any case; spaces become ``_``): ``sku``, ``name``, ``brand`` are
+required, plus ``image_url`` or ``image_file``; ``template``, ``category``, ``colours``,
+``width_mm``, ``height_mm``, ``depth_mm`` are optional, and other columns are reported as
+ignored. Each record is checked on its own: the SKU schema (``sku_templates.Sku``), colours
+(``#RRGGBB`` separated by spaces, ``;``, ``,`` or ``|``), dimensions (positive
+millimetres), the template (explicit, else by category, else ``default``; it must exist), a
+duplicate SKU in the same file, and exactly one image reference (an http(s) URL with no
+credentials and no literal private address, or a file present in the images). A bad row
+yields a ``RowError`` with its line, column, code and message, and the next row is read as
+if nothing happened.
 
 **Writing.** ``results.csv`` has one line per row that was not refused (``row, sku,
 job_id, status, verdict, error_code, assets``); ``errors.csv`` one line per refused row
 (``row, sku, column, code, message, url, http_status``), so together they account for
-every row once. Every cell that a spreadsheet would read as a formula (starting with
-``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'``.
+every row once. Every cell that a spreadsheet would read as a formula (starting, after any
+spaces, with ``=``, ``+``, ``-``, ``@`` or their full-width forms, a tab or a line break)
+gets a leading ``'``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ _COLOUR_SPLIT = re.compile(r"[\s;,|]+")
 _COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _SKU_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_URL_CHARS = 2048
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# what starts a formula in Excel, LibreOffice or Google Sheets (full-width forms included:
+# East Asian locales of Excel read them as the ASCII ones)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 RESULT_COLUMNS = ("row", "sku", "job_id", "status", "verdict", "error_code", "assets")
 ERROR_COLUMNS = ("row", "sku", "column", "code", "message", "url", "http_status")
@@ -278,6 +282,8 @@ class _RowChecker:
             )
         if any("\ufffd" in cell for cell in cells):
             return error("", "invalid_encoding", "the row is not valid UTF-8")
+        if any("\x00" in cell for cell in cells):  # PostgreSQL text cannot hold it
+            return error("", "nul_character", "the row contains a NUL character")
         if not sku_id:
             return error("sku", "missing_sku", "the sku cell is empty")
         if not _SKU_ID.match(sku_id):
@@ -382,7 +388,8 @@ def neutralise(value: Any) -> str:
     """The cell as text, made inert for spreadsheets: a leading ``'`` on anything that
     would start a formula (OWASP's CSV injection advice)."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    # leading spaces are skipped by spreadsheets before they look for a formula
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_PREFIXES) else text
 
 
 def csv_line(values: Iterable[Any]) -> str:

@@ -15,13 +15,27 @@ Names are matched as written in the CSV's ``image_file`` column, with ``\\`` rea
 from __future__ import annotations
 
 import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO, ClassVar, Protocol
 
 from pipeline.errors import InputError
 from pipeline.settings import BatchSettings
 
+# what zipfile raises on a damaged archive: broken deflate data (zlib.error), an unknown
+# compression method (NotImplementedError), a password needed (RuntimeError), bad headers
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+)
 RATIO_FLOOR_BYTES = 1024 * 1024  # small entries may compress well without being bombs
 READ_CHUNK = 1024 * 1024
 
@@ -113,7 +127,7 @@ class ZipImages:
         self._owned = fileobj if owned else None  # opened for us: closed with us
         try:
             self._zip = zipfile.ZipFile(fileobj)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except _UNREADABLE as exc:
             raise ArchiveError(f"the images part is not a readable ZIP archive: {exc}") from exc
         self._entries: dict[str, zipfile.ZipInfo] = {}
         self._check()
@@ -194,7 +208,7 @@ class ZipImages:
                             f"entry {key!r} inflates past {limit} bytes", entry=key[:200]
                         )
                     chunks.append(chunk)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except _UNREADABLE as exc:
             raise ArchiveError(f"entry {key!r} cannot be read: {exc}", entry=key[:200]) from exc
         return b"".join(chunks)
 

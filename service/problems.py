@@ -122,10 +122,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = str(exc.detail)
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's body parser gave up
+            code, detail = "json_too_deep", "the JSON body nests too deep to parse"
         return problem_response(
             exc.status_code,
             code,
-            str(exc.detail),
+            detail,
             instance=request.url.path,
             headers=dict(exc.headers or {}),
         )

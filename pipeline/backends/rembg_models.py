@@ -3,12 +3,15 @@
 rembg downloads a missing model on first use; a worker must never do that at request time,
 so every path is checked here first and a missing file is a ``ModelUnavailableError``.
 rembg only accepts ``model_path`` inside its home directory, which is why the configured
-home is set as ``U2NET_HOME`` while a session is built.
+home is set as ``U2NET_HOME`` while a session is built. Error messages name the model, never
+a file path: they reach API clients (a 503 at submission) and job events; the path goes
+to the log.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from pipeline.errors import ModelUnavailableError
 from pipeline.settings import RembgSettings
 
 CUSTOM_SESSIONS = frozenset({"u2net_custom", "dis_custom"})
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,12 @@ def resolve_model(settings: RembgSettings, name: str | None = None) -> RembgMode
         candidates = [home / "models" / session / f"{session}.onnx", home / f"{session}.onnx"]
         path = next((p for p in candidates if p.is_file()), candidates[0])
     if not path.is_file():
+        # the path is for the operator's log only: errors reach API clients and job events
+        log.warning("rembg model %r not found at %s", session, path)
         raise ModelUnavailableError(
-            f"rembg model {session!r} not found at {path}; models are never downloaded, "
-            "copy the .onnx file there",
+            f"rembg model {session!r} is not installed on this machine; models are never "
+            "downloaded (the operator copies the .onnx file into the rembg home)",
             model=session,
-            path=str(path),
         )
     return RembgModel(session=session, path=path.resolve(), revision=_file_revision(path))
 
@@ -95,7 +100,7 @@ class RembgModelCache:
             if revision is not None and resolved.revision != revision:
                 raise ModelUnavailableError(
                     f"rembg model {model!r} revision {revision} is not on this worker "
-                    f"(its file {resolved.path} is revision {resolved.revision})",
+                    f"(its file is revision {resolved.revision})",
                     model=model,
                     revision=revision,
                     found=resolved.revision,
@@ -137,8 +142,10 @@ class RembgModelCache:
             kwargs["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if model.session in CUSTOM_SESSIONS:
             if not model.path.is_relative_to(Path(home)):
+                log.warning("custom model %s is outside SKUFORGE_REMBG__HOME %s", model.path, home)
                 raise ModelUnavailableError(
-                    f"custom model {model.path} must live inside SKUFORGE_REMBG__HOME ({home})"
+                    f"custom model {model.session!r} must live inside SKUFORGE_REMBG__HOME",
+                    model=model.session,
                 )
             kwargs["model_path"] = str(model.path)
         # rembg reads its home from the environment while a session is built (and only

@@ -7,10 +7,14 @@ fast enough that a 2000x2000 RGBA round trip stays well under the stage budget.
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from pipeline.errors import CorruptImageError
 from pipeline.imaging.colour import srgb_icc_bytes
 
 XMP_PNG_KEY = "XML:com.adobe.xmp"
@@ -83,14 +87,29 @@ def encode_webp(image: Image.Image, *, quality: int, xmp: str | None = None) -> 
     return buffer.getvalue()
 
 
+@contextmanager
+def _opened(data: bytes) -> Iterator[Image.Image]:
+    """The decoded image, or ``CorruptImageError`` saying why in words: Pillow's own
+    message names the stream object (``<_io.BytesIO object at 0x...>``), never shown."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except UnidentifiedImageError as exc:
+        raise CorruptImageError("the data is not an image this service can read") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise CorruptImageError(f"the image could not be decoded ({type(exc).__name__})") from exc
+    with image:
+        yield image
+
+
 def decode_rgba(data: bytes) -> np.ndarray:
     """PNG/any bytes -> HxWx4 uint8 (opaque alpha added when missing)."""
-    with Image.open(io.BytesIO(data)) as image:
+    with _opened(data) as image:
         return np.asarray(image.convert("RGBA")).copy()
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
+    with _opened(data) as image:
         if image.mode == "RGBA":
             return np.asarray(image).copy()
         return np.asarray(image.convert("RGB")).copy()

@@ -2,14 +2,22 @@
 
 The format is decided by sniffing magic bytes, never by the file name. The pixel limit is
 checked from the header before any pixel is decoded, so a decompression bomb costs a few
-bytes of reading. EXIF orientation is applied to the pixels (and the tag reset), colour is
+bytes of reading. ``max_pixels`` is the only pixel limit: Pillow's decompression-bomb
+warning (at 89.5 MP) is ignored here and its hard stop kept above ``max_pixels``. The API
+runs the same header checks on an upload (``check_capture``) before it stores anything;
+whatever a decoder raises reaches the client as ``corrupt_image`` with no reprs in it.
+
+EXIF orientation is applied to the pixels (and the tag reset), colour is
 converted to sRGB through the embedded ICC profile when there is one, and EXIF/XMP are kept
 so copyright and camera data survive.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import re
+import struct
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -43,6 +51,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "HEIF")
 DEFAULT_LIMITS = {"max_bytes": 64 * 1024 * 1024, "max_pixels": 100_000_000, "min_side": 64}
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def sniff_format(data: bytes) -> str:
@@ -154,19 +163,22 @@ class IngestStage:
 
 
 def _open_checked(data: bytes, fmt: str, limits: Mapping[str, int]) -> Image.Image:
+    _allow_pixels(limits["max_pixels"])
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # ``max_pixels`` is the limit (checked below); Pillow's own warning level
+            # (89.5 MP) would refuse images under it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open_heif(data) if fmt == "HEIF" else Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
-            f"image dimensions exceed the decompression-bomb limit ({exc})",
+            f"image dimensions exceed the limit of {limits['max_pixels']} pixels",
             limit=limits["max_pixels"],
         ) from exc
     except UnidentifiedImageError as exc:
         raise CorruptImageError(f"{fmt} header could not be read: the file is damaged") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptImageError(f"{fmt} file could not be opened: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise CorruptImageError(f"{fmt} file could not be opened: {_reason(exc)}") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedMediaTypeError(f"decoded as {image.format}, which is not accepted")
     width, height = image.size
@@ -181,15 +193,56 @@ def _open_checked(data: bytes, fmt: str, limits: Mapping[str, int]) -> Image.Ima
     return image
 
 
+def _allow_pixels(max_pixels: int) -> None:
+    """Make Pillow's hard stop (twice ``MAX_IMAGE_PIXELS``) lie above ``max_pixels``, so
+    that only our limit ever refuses an image; it is only ever raised, never lowered."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's complaint without Python reprs of our objects in it."""
+    return _REPR.sub("the file", str(exc)) or type(exc).__name__
+
+
+def check_capture(data: bytes, limits: Mapping[str, int] | None = None) -> str:
+    """What the API checks before it stores an upload, from the header only: a supported
+    format (sniffed), under ``max_bytes``, a header Pillow can read, at most
+    ``max_pixels`` and at least ``min_side``. Returns the format; the same typed errors as
+    the stage."""
+    merged = {**DEFAULT_LIMITS, **(limits or {})}
+    fmt = sniff_format(data)
+    if len(data) > merged["max_bytes"]:
+        raise ImageTooLargeError(
+            f"file is {len(data)} bytes; the limit is {merged['max_bytes']}",
+            size_bytes=len(data),
+            limit=merged["max_bytes"],
+        )
+    if fmt == "HEIF" and importlib.util.find_spec("pillow_heif") is None:
+        return fmt  # the worker says whether it can read it
+    with _open_checked(data, fmt, merged) as image:
+        width, height = image.size
+    if min(width, height) < merged["min_side"]:
+        raise ImageTooSmallError(
+            f"image is {width}x{height}; each side must be at least {merged['min_side']} px",
+            width=width,
+            height=height,
+            min_side=merged["min_side"],
+        )
+    return fmt
+
+
 def _decode(image: Image.Image) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.seek(0)
             image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise CorruptImageError(
-            f"{image.format} data is truncated or corrupt: {exc}", source_format=image.format
+            f"{image.format} data is truncated or corrupt: {_reason(exc)}",
+            source_format=image.format,
         ) from exc
     return image
 
@@ -236,13 +289,19 @@ def _to_srgb8(image: Image.Image) -> tuple[Image.Image, list[str], str | None]:
             steps.append("invalid_icc_ignored")
         if source is not None and not _is_srgb(description, image.mode):
             out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
-            converted = ImageCms.profileToProfile(
-                image,
-                source,
-                srgb_profile(),
-                renderingIntent=ImageCms.Intent.PERCEPTUAL,
-                outputMode=out_mode,
-            )
+            try:
+                converted = ImageCms.profileToProfile(
+                    image,
+                    source,
+                    srgb_profile(),
+                    renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                    outputMode=out_mode,
+                )
+            except (OSError, ValueError, ImageCms.PyCMSError):
+                # a profile for another colour space than the pixels' (a grey profile on
+                # RGB): the pixels are read as sRGB, as if untagged
+                converted = None
+                steps.append("invalid_icc_ignored")
             if converted is not None:
                 image = converted
                 steps.append("icc_to_srgb")

@@ -1,4 +1,8 @@
-"""Asset downloads (tenant-checked, ETag, Range) and expiring signed share links."""
+"""Asset downloads (tenant-checked, ETag, Range) and expiring signed share links.
+
+A Range header that cannot be served is a problem+json like every other error
+(``invalid_range`` 400, ``range_not_satisfiable`` 416 with ``Content-Range: bytes */size``).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from pipeline.errors import SkuforgeError
 from pipeline.stages.ingest import sniff_format
+from service.client_json import BoundedJsonRoute
 from service.deps import ContextDep, SessionDep, TenantDep, _bearer
 from service.problems import ProblemError
 from service.schemas import ShareLink
@@ -22,7 +28,7 @@ from service.signing import signed_query, verify
 from storage.jobs import authenticate
 from storage.models import Asset, Job
 
-router = APIRouter(prefix="/v1", tags=["assets"])
+router = APIRouter(prefix="/v1", tags=["assets"], route_class=BoundedJsonRoute)
 Digest = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="sha256 of the asset")]
 _CAPTURE_TYPES = {
     "JPEG": "image/jpeg",
@@ -110,7 +116,34 @@ def download_asset(
     }
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
-    return FileResponse(context.store.blob_path(digest), media_type=media_type, headers=headers)
+    path = context.store.blob_path(digest)
+    _check_range(request, path.stat().st_size, etag)
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+def _check_range(request: Request, size: int, etag: str) -> None:
+    """Refuse a Range header ``FileResponse`` would refuse, as problem+json: Starlette
+    answers those itself in text/plain. Parsed by Starlette's own parser, so what is
+    accepted here is exactly what it serves."""
+    header = request.headers.get("range")
+    if header is None or request.method not in ("GET", "HEAD"):
+        return
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range != etag:
+        return  # the whole asset is sent, whatever the range (RFC 9110 13.1.5)
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise ProblemError(
+            400, "invalid_range", f"the Range header is malformed: {exc.content}"
+        ) from None
+    except RangeNotSatisfiable as exc:
+        raise ProblemError(
+            416,
+            "range_not_satisfiable",
+            f"the Range header asks for bytes past the end of the {exc.max_size}-byte asset",
+            headers={"Content-Range": f"bytes */{exc.max_size}"},
+        ) from None
 
 
 @router.post(

@@ -43,6 +43,7 @@ from service.catalogue_csv import (
     result_line,
     results_header,
 )
+from service.client_json import BoundedJsonRoute
 from service.deps import ApiContext, ContextDep, TenantDep
 from service.event_stream import EventBatch, JobEventStreams, sse_response
 from service.image_archive import ZipImages
@@ -71,7 +72,7 @@ from storage.jobs import add_event
 from storage.models import Job, Tenant
 from tasks.app import app as celery_app
 
-router = APIRouter(prefix="/v1", tags=["batches"])
+router = APIRouter(prefix="/v1", tags=["batches"], route_class=BoundedJsonRoute)
 BatchId = Annotated[str, Path(min_length=1, max_length=64, description="batch id")]
 FEED = "skuforge.batch_feed"
 HASH_CHUNK = 1024 * 1024

@@ -9,20 +9,22 @@ waits on the broker either.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from brand_rules import BrandRules
 from pipeline.errors import InvalidParameterError, InvalidSkuError
+from pipeline.imaging.uploads import check_logo
 from pipeline.jobspec import JobSpec
 from pipeline.safe_fetch import check_url
 from pipeline.stage import canonical_json
-from pipeline.stages.ingest import sniff_format
+from pipeline.stages.ingest import check_capture
+from service.client_json import BoundedJsonRoute, check_json_bounds, parse_json_field
 from service.deps import ApiContext, ContextDep, TenantDep
 from service.job_views import job_public, job_url, new_job_public
 from service.message_sender import message_sender
@@ -34,7 +36,7 @@ from storage.brands import latest_brand_rules
 from storage.jobs import get_job
 from storage.models import Tenant
 
-router = APIRouter(prefix="/v1", tags=["captures"])
+router = APIRouter(prefix="/v1", tags=["captures"], route_class=BoundedJsonRoute)
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -72,16 +74,16 @@ _IMAGE_TYPES = ("image/", "application/octet-stream")
 def _json_field(raw: str | None, name: str, code: str) -> Any:
     if raw is None or raw == "":
         return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ProblemError(422, code, f"{name} is not valid JSON: {exc}") from exc
+    return parse_json_field(raw, name, code)
 
 
 async def _read_multipart(
     request: Request,
 ) -> tuple[bytes, bytes | None, dict[str, Any]]:
-    form = await request.form(max_files=2, max_fields=16, max_part_size=1024 * 1024)
+    try:
+        form = await request.form(max_files=2, max_fields=16, max_part_size=1024 * 1024)
+    except HTTPException as exc:  # Starlette's multipart parser: too many parts, bad framing
+        raise ProblemError(exc.status_code, "invalid_multipart", str(exc.detail)) from exc
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ProblemError(422, "missing_file", "the multipart body needs a file part named 'file'")
@@ -146,7 +148,14 @@ def build_spec(
         with context.sessions() as session:
             row = latest_brand_rules(session, tenant.id, str(brand_name))
         if row is not None:
-            brand = BrandRules.model_validate(row.rules)
+            try:
+                brand = BrandRules.model_validate(row.rules)
+            except ValidationError as exc:  # stored before rules were checked at PUT
+                raise ProblemError(
+                    422,
+                    "invalid_brand_rules",
+                    f"the stored rules of brand {row.brand!r} are no longer valid; PUT them again",
+                ) from exc
             audit = {"brand": row.brand, "brand_rules_version": row.version}
         elif fields.get("brand"):
             raise ProblemError(
@@ -178,7 +187,11 @@ def submit(
     parent_plan: dict[str, Any] | None = None,
     spec: JobSpec | None = None,
 ) -> tuple[JobPublic, bool]:
-    sniff_format(capture)  # typed 4xx for empty / non-image bodies before anything is stored
+    # typed 4xx for empty, non-image, unreadable or oversized uploads (header only) and
+    # for a logo that is not a small image, before anything is stored
+    check_capture(capture, context.settings.ingest.model_dump())
+    if logo is not None:
+        check_logo(logo)
     audit: dict[str, Any] = {}
     if spec is None:
         spec, audit = build_spec(context, tenant, fields)
@@ -281,8 +294,10 @@ async def post_capture(
     if content_type.startswith("multipart/form-data"):
         capture, logo, fields = await _read_multipart(request)
     elif content_type.startswith("application/json"):
+        raw = await request.body()
+        check_json_bounds(raw, "the JSON body")
         try:
-            body = CaptureJson.model_validate_json(await request.body())
+            body = CaptureJson.model_validate_json(raw)
         except ValidationError as exc:
             raise ProblemError(
                 422,

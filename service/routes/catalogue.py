@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from brand_rules import BrandRules
 from pipeline.templates import template_slots
+from service.client_json import BoundedJsonRoute
 from service.deps import ContextDep, SessionDep, TenantDep
 from service.problems import ProblemError
 from service.schemas import BrandRulesPublic, TemplateList, TemplatePublic
@@ -15,7 +16,7 @@ from sku_templates import list_templates
 from storage.brands import latest_brand_rules, save_brand_rules
 from storage.models import BrandRulesVersion
 
-router = APIRouter(prefix="/v1", tags=["catalogue"])
+router = APIRouter(prefix="/v1", tags=["catalogue"], route_class=BoundedJsonRoute)
 BrandName = Annotated[
     str, Path(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._&'-]*$")
 ]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.errors import UnknownTemplateError
 from pipeline.settings import Settings
+from service.client_json import BoundedJsonRoute
 from service.deps import ApiContext, ContextDep, SessionDep, TenantDep
 from service.integration_schemas import (
     IntegrationList,
@@ -44,7 +45,7 @@ from storage.integrations import (
 )
 from storage.secret_box import SecretBox, SecretDecryptionError
 
-router = APIRouter(prefix="/v1", tags=["integrations"])
+router = APIRouter(prefix="/v1", tags=["integrations"], route_class=BoundedJsonRoute)
 IntegrationId = Annotated[str, Path(min_length=1, max_length=64, description="integration id")]
 SECRET_PURPOSE = "store-integration-secret"
 

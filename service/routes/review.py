@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
+from service.client_json import BoundedJsonRoute
 from service.deps import ContextDep, SessionDep
 from service.problems import ProblemError
 from service.review_auth import ApiReviewerDep, Reviewer, require_admin, require_decider
@@ -56,7 +57,7 @@ from storage.review import (
     review_queue,
 )
 
-router = APIRouter(prefix="/v1", tags=["review"])
+router = APIRouter(prefix="/v1", tags=["review"], route_class=BoundedJsonRoute)
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="job id")]
 QueueStatus = Literal["needs_review", "approved", "rejected"]
 
@@ -261,13 +262,6 @@ def post_bulk_approve(
     body: BulkApproveRequest, reviewer: ApiReviewerDep, context: ContextDep
 ) -> BulkApproveResult:
     require_decider(reviewer)
-    return run_bulk_approve(context, reviewer, body)
-
-
-def run_bulk_approve(
-    context: ContextDep, reviewer: Reviewer, body: BulkApproveRequest
-) -> BulkApproveResult:
-    """Shared by the API route and the review UI's queue form."""
     flt = QueueFilter(body.status, body.brand, body.rule, body.template, body.assignee)
     with transaction(context.sessions) as session:
         try:

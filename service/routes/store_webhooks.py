@@ -49,6 +49,7 @@ from pipeline.store_payloads import (
     woocommerce_dedupe_key,
     woocommerce_product,
 )
+from service.client_json import MAX_DEPTH, json_depth
 from service.deps import ApiContext
 from service.integration_schemas import WebhookReceipt
 from service.message_sender import message_sender
@@ -104,6 +105,8 @@ def signature_valid(secret: str, body: bytes, header: str | None) -> bool:
 
 
 def _payload(body: bytes) -> dict[str, Any]:
+    if json_depth(body) > MAX_DEPTH:  # json.loads would recurse out of the stack
+        raise InvalidStorePayloadError(f"the webhook body nests deeper than {MAX_DEPTH} levels")
     try:
         payload = json.loads(body)
     except ValueError as exc:

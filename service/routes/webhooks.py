@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.errors import FetchFailedError
 from pipeline.safe_fetch import check_public_url
+from service.client_json import BoundedJsonRoute
 from service.deps import ContextDep, SessionDep, TenantDep
 from service.message_sender import message_sender
 from service.problems import ProblemError
@@ -53,7 +54,7 @@ from storage.webhooks import (
     update_endpoint,
 )
 
-router = APIRouter(prefix="/v1", tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=BoundedJsonRoute)
 EndpointId = Annotated[str, Path(min_length=1, max_length=36, description="endpoint id")]
 MessageId = Annotated[
     str, Path(min_length=1, max_length=40, description="message id (the `webhook-id`)")
