@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from pipeline.jobspec import JobSpec
 from service.client_json import BoundedJsonRoute
@@ -19,7 +20,7 @@ from service.schemas import FINAL_STATUSES, JobList, JobPublic, RevisionRequest
 from storage.database import transaction
 from storage.dispatch import set_job_status
 from storage.jobs import add_event, events_after, get_job, list_jobs
-from storage.models import Job
+from storage.models import Job, Tenant
 from storage.plans import load_plan
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=BoundedJsonRoute)
@@ -57,7 +58,7 @@ def read_jobs(
     return JobList(items=[job_summary(job) for job in rows], next_cursor=next_cursor)
 
 
-def _events_since(context: ApiContext, tenant_id: str, job_id: str, after: int) -> EventBatch:
+def job_events_since(context: ApiContext, tenant_id: str, job_id: str, after: int) -> EventBatch:
     """One short read for a stream; the session is back in the pool before anything is sent."""
     with context.sessions() as session:
         job = get_job(session, tenant_id, job_id)
@@ -92,7 +93,7 @@ def job_events(
     with context.sessions() as session:
         _job_or_404(session, tenant.id, job_id)
     streams: JobEventStreams = request.app.state.event_streams
-    read = partial(_events_since, context, tenant.id, job_id)
+    read = partial(job_events_since, context, tenant.id, job_id)
     return sse_response(
         streams, job_id, read, after=after, last_event_id=last_event_id, follow=follow
     )
@@ -118,6 +119,42 @@ def job_manifest(
     )
 
 
+def submit_revision(
+    context: ApiContext,
+    tenant: Tenant,
+    session: Session,
+    parent: Job,
+    body: RevisionRequest,
+    idempotency_key: str | None = None,
+) -> tuple[JobPublic, bool]:
+    """A new job from ``parent`` with ``body``'s overrides merged over the parent's; what
+    ``POST /v1/jobs/{id}/revisions`` and the review UI's edit form both submit."""
+    if parent.capture_digest is None:
+        raise ProblemError(409, "no_capture", "the job has no stored capture")
+    spec = JobSpec.model_validate(parent.params)
+    spec = spec.model_copy(
+        update={
+            "overrides": {**spec.overrides, **body.overrides},
+            "seed": spec.seed if body.seed is None else body.seed,
+        }
+    )
+    capture = context.store.get(parent.capture_digest)
+    # The revision starts from the parent's pinned plan: same template content, same
+    # backends and model revisions, only the request's changes differ.
+    parent_plan = load_plan(session, parent.plan_digest) if parent.plan_digest else None
+    return submit(
+        context,
+        tenant,
+        capture,
+        None,
+        {},
+        idempotency_key,
+        parent_id=parent.id,
+        parent_plan=parent_plan,
+        spec=spec,
+    )
+
+
 @router.post(
     "/jobs/{job_id}/revisions",
     status_code=202,
@@ -134,30 +171,7 @@ def create_revision(
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     parent = _job_or_404(session, tenant.id, job_id)
-    if parent.capture_digest is None:
-        raise ProblemError(409, "no_capture", "the job has no stored capture")
-    spec = JobSpec.model_validate(parent.params)
-    spec = spec.model_copy(
-        update={
-            "overrides": {**spec.overrides, **body.overrides},
-            "seed": spec.seed if body.seed is None else body.seed,
-        }
-    )
-    capture = context.store.get(parent.capture_digest)
-    # The revision starts from the parent's pinned plan: same template content, same
-    # backends and model revisions, only the request's changes differ.
-    parent_plan = load_plan(session, parent.plan_digest) if parent.plan_digest else None
-    job, created = submit(
-        context,
-        tenant,
-        capture,
-        None,
-        {},
-        idempotency_key,
-        parent_id=parent.id,
-        parent_plan=parent_plan,
-        spec=spec,
-    )
+    job, created = submit_revision(context, tenant, session, parent, body, idempotency_key)
     return accepted(response, job, created)
 
 

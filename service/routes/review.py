@@ -262,6 +262,13 @@ def post_bulk_approve(
     body: BulkApproveRequest, reviewer: ApiReviewerDep, context: ContextDep
 ) -> BulkApproveResult:
     require_decider(reviewer)
+    return run_bulk_approve(context, reviewer, body)
+
+
+def run_bulk_approve(
+    context: ContextDep, reviewer: Reviewer, body: BulkApproveRequest
+) -> BulkApproveResult:
+    """Shared by the API route and the review UI's queue form."""
     flt = QueueFilter(body.status, body.brand, body.rule, body.template, body.assignee)
     with transaction(context.sessions) as session:
         try:
