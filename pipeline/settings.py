@@ -60,6 +60,21 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="largest request body; 413 above it"
     )
+class ModelsSettings(BaseModel):
+    """Generative model directories (``pipeline.generative``): one folder per model under
+    ``root``, each with its ``skuforge-model.yaml``. Nothing is downloaded at request time."""
+
+    root: Path = Field(default_factory=lambda: _default_data_dir() / "models" / "generative")
+    allow_cpu: bool = Field(
+        default=False,
+        description="let a gpu-queue worker start without a GPU (development only: "
+        "generative stages then run on the CPU, slowly)",
+    )
+    vram_budget_mb: int = Field(
+        default=0, ge=0, description="loaded pipelines past this are unloaded LRU; 0 = no cap"
+    )
+
+
     signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
     allow_private_urls: bool = Field(
         default=False,
@@ -251,3 +266,4 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
     return Settings()
+    models: ModelsSettings = Field(default_factory=ModelsSettings)

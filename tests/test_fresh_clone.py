@@ -67,7 +67,8 @@ def test_lock_is_current() -> None:
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """The three files the lock check reads, in a scratch repository layout."""
-    for name in ("scripts/lock.sh", "pyproject.toml", "requirements/lock.txt"):
+    locks = ("requirements/lock.txt", "requirements/lock-api.txt", "requirements/lock-gpu.txt")
+    for name in ("scripts/lock.sh", "pyproject.toml", *locks):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tmp_path / name)
     return tmp_path
@@ -92,6 +93,7 @@ def test_lock_check_ignores_what_does_not_change_resolution(repo_copy: Path) -> 
     [
         ('  "httpx>=0.27",\n', '  "httpx>=0.28",\n'),  # a runtime bound
         ('  "pytest>=8.2",\n', '  "pytest>=8.2",\n  "freezegun",\n'),  # a dev tool
+        ('  "diffusers>=0.31",\n', '  "diffusers>=0.32",\n'),  # the gpu extra
         ('requires = ["setuptools>=69", "wheel"]', 'requires = ["setuptools>=70", "wheel"]'),
         ('requires-python = ">=3.11"', 'requires-python = ">=3.12"'),
     ],
@@ -118,6 +120,7 @@ def test_lock_pins_every_dependency_with_hashes() -> None:
     direct = [
         *project["dependencies"],
         *project["optional-dependencies"]["dev"],
+        *project["optional-dependencies"]["gpu"],
         *PYPROJECT["build-system"]["requires"],
     ]
     for spec in map(Requirement, direct):
@@ -125,6 +128,13 @@ def test_lock_pins_every_dependency_with_hashes() -> None:
         assert name in entries, f"{name} is not in the lock"
         assert spec.specifier.contains(entries[name], prereleases=True), (spec, entries[name])
     assert "torch" not in entries or entries["torch"].endswith("+cpu")  # never a CUDA build
+    assert not [name for name in entries if name.startswith("nvidia-")]
+    # the API image's lock ships neither torch nor diffusers; the GPU worker's has CUDA torch
+    api = locked(ROOT / "requirements" / "lock-api.txt")
+    assert not {"torch", "diffusers", "transformers", "pytest"} & set(api)
+    assert all(api[name] == entries[name] for name in api)  # the versions CI tested
+    gpu = locked(ROOT / "requirements" / "lock-gpu.txt")
+    assert "+" not in gpu["torch"] and gpu["diffusers"] == entries["diffusers"]
     pip = locked(PIP_LOCK)
     assert list(pip) == ["pip"]
 

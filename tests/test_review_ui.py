@@ -274,6 +274,17 @@ def _wait_finished(review: Review, job_id: str) -> None:
     )
 
 
+def _states(page: Any, table: str) -> dict[str, str]:
+    """Stage -> data-state of a stage table's rows, read in one round trip."""
+    found: dict[str, str] = page.evaluate(
+        """table => Object.fromEntries(
+            [...document.querySelectorAll(table + ' tr[data-stage]')]
+                .map(row => [row.dataset.stage, row.dataset.state]))""",
+        table,
+    )
+    return found
+
+
 def _no_horizontal_overflow(page: Any) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
 
@@ -578,17 +589,11 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
             assert review.job(revision).parent_id == parent
             progress = ann.locator("#progress")
             assert progress.is_visible()
-            states = {
-                row.get_attribute("data-stage"): row.get_attribute("data-state")
-                for row in ann.locator("#progress tr[data-stage]").all()
-            }
+            states = _states(ann, "#progress")
             assert set(states.values()) <= {"waiting", "queued"}, states
             review.worker = start_worker(review.env, review.log, queues="default,cpu,gpu,webhooks")
             ann.wait_for_selector("#progress[data-final='job_finished']", timeout=120000)
-            states = {
-                row.get_attribute("data-stage"): row.get_attribute("data-state")
-                for row in ann.locator("#progress tr[data-stage]").all()
-            }
+            states = _states(ann, "#progress")
             recomputed = {"packshots.main", "validate.main"}
             assert {s for s, state in states.items() if state == "computed"} == recomputed
             reused = {"ingest", "cutout", "shape", "export3d", "turntable"}
@@ -597,13 +602,9 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
                 "reused (cache hit)"
                 in ann.locator("#progress tr[data-stage='cutout'] .state").inner_text()
             )
-            ann.click("#progress-done a")
-            ann.wait_for_load_state()
-            lineage = {
-                row.get_attribute("data-stage"): row.get_attribute("data-state")
-                for row in ann.locator("#lineage-title ~ table tr[data-stage]").all()
-            }
-            assert lineage == states
+            with ann.expect_navigation(wait_until="domcontentloaded"):
+                ann.click("#progress-done a")
+            assert _states(ann, "#lineage") == states
             assert ann.locator("#parent-link").get_attribute("href") == f"/review/jobs/{parent}"
 
             # the stored outputs agree: a new packshot, the very same cutout and 3D files
@@ -616,12 +617,7 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
             tablet = _person(browser, base, "bob@a.example", console, width=768, height=1024)
             assert _no_horizontal_overflow(tablet)
             assert _serious(tablet) == []
-            tablet.goto(f"{base}/review/jobs/{parent}")
-            tablet.wait_for_function(
-                "() => document.querySelector('model-viewer').loaded === true",
-                polling=100,
-                timeout=30000,
-            )
+            tablet.goto(f"{base}/review/jobs/{parent}", wait_until="domcontentloaded")
             assert _no_horizontal_overflow(tablet), tablet.evaluate(
                 "[document.documentElement.scrollWidth, window.innerWidth]"
             )
