@@ -56,10 +56,6 @@ class RembgSettings(BaseModel):
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads, 0 = auto")
 
 
-class ApiSettings(BaseModel):
-    max_upload_bytes: int = Field(
-        default=64 * 1024 * 1024, gt=0, description="largest request body; 413 above it"
-    )
 class ModelsSettings(BaseModel):
     """Generative model directories (``pipeline.generative``): one folder per model under
     ``root``, each with its ``skuforge-model.yaml``. Nothing is downloaded at request time."""
@@ -75,6 +71,10 @@ class ModelsSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest request body; 413 above it"
+    )
     signed_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
     allow_private_urls: bool = Field(
         default=False,
@@ -242,6 +242,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     rembg: RembgSettings = Field(default_factory=RembgSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
@@ -266,4 +267,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
     return Settings()
-    models: ModelsSettings = Field(default_factory=ModelsSettings)
