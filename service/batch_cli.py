@@ -68,6 +68,7 @@ from service.catalogue_csv import (
     read_results,
     result_line,
     results_header,
+    sku_folder,
 )
 from service.image_archive import ImageSource, ZipImages, open_images
 from service.local_jobs import export_job, read_brand, run_local_job
@@ -204,10 +205,11 @@ class _RowRunner:
             )
         except SkuforgeError as exc:
             return ResultLine(row.row, sku, "", "failed", error_code=exc.code)
-        export_job(job, self.out / sku)  # manifest.json last: it marks the folder complete
+        # manifest.json last: it marks the folder complete
+        export_job(job, self.out / sku_folder(sku))
         verdict = job.lineage["verdict"] or "approved"
         assets = tuple(
-            f"{o['file']}={sku}/{o['file']}"
+            f"{o['file']}={sku_folder(sku)}/{o['file']}"
             for o in job.lineage["outputs"]
             if o["stage"].split(".")[0] != "validate"
         )
@@ -236,7 +238,7 @@ def _finished_before(out: Path, row: CatalogueRow, earlier: dict[int, dict[str, 
         line is not None
         and line.get("sku") == row.sku.id
         and line.get("status") in FINISHED
-        and (out / row.sku.id / "manifest.json").is_file()
+        and (out / sku_folder(row.sku.id) / "manifest.json").is_file()
     )
 
 

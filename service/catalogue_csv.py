@@ -384,6 +384,22 @@ class _RowChecker:
 
 
 # -- writing ---------------------------------------------------------------------------------
+_WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
+
+
+def sku_folder(sku_id: str) -> str:
+    """The SKU as a folder name in an export (``skuforge batch run``) or ``assets.zip``.
+
+    The SKU pattern already keeps out separators, ``..`` and leading dots; what is left
+    that a file system can misread is a Windows device name (``CON``, ``nul.txt``: writing
+    there writes to the device) or a trailing dot (Windows drops it, so ``A.`` and ``A``
+    would share a folder). Those get a leading ``_``, which no SKU can start with, so no
+    two SKUs share a folder."""
+    if _WINDOWS_DEVICES.match(sku_id) or sku_id.endswith((".", " ")):
+        return "_" + sku_id
+    return sku_id
+
+
 def neutralise(value: Any) -> str:
     """The cell as text, made inert for spreadsheets: a leading ``'`` on anything that
     would start a formula (OWASP's CSV injection advice)."""

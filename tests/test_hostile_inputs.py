@@ -773,18 +773,18 @@ def test_a_lying_zip_entry_is_cut_off_when_read(world: World) -> None:
     assert refused.value.http_status < 500
 
 
-# -- a slow drip against uvicorn -----------------------------------------------------------------
-def test_a_slow_drip_upload_is_cut_off(
-    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """A client that sends its body one byte every half second gets 408 and the
-    connection closes, well before it finishes (uvicorn has no body timeout itself)."""
+# -- against uvicorn: a slow drip, and a connection that survives a refusal ---------------------
+@pytest.fixture(scope="module")
+def live(world: World) -> Iterator[str]:
+    """The app under uvicorn on a loopback port, in a thread, with a short body grace."""
     import uvicorn
 
     import service.body_limit
     from service.app import create_app
 
-    monkeypatch.setattr(service.body_limit, "GRACE_S", 1.5)
+    patch = pytest.MonkeyPatch()
+    # read when Starlette builds the middleware stack, on the first request
+    patch.setattr(service.body_limit, "GRACE_S", 1.5)
     app = create_app(world.api.settings)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -794,43 +794,65 @@ def test_a_slow_drip_upload_is_cut_off(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(
-                b"POST /v1/captures HTTP/1.1\r\nHost: x\r\n"
-                + f"Authorization: Bearer {world.api.key_a}\r\n".encode()
-                + b"Content-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Length: 100000\r\n\r\n"
-                b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-                b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff"
-            )
-            started = time.monotonic()
-            answer = b""
-            client.settimeout(0.5)
-            for _ in range(40):  # at most 20 s of dripping
-                try:
-                    client.sendall(b"\x00")
-                except (BrokenPipeError, ConnectionResetError):
-                    break
-                try:
-                    chunk = client.recv(65536)
-                except TimeoutError:
-                    continue
-                except ConnectionResetError:  # closed right after the answer
-                    break
-                if not chunk:
-                    break
-                answer += chunk
-            elapsed = time.monotonic() - started
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        assert b"request_timeout" in answer and elapsed < 10, (elapsed, answer[:200])
+        yield f"127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
+        patch.undo()
+
+
+def test_a_slow_drip_upload_is_cut_off(world: World, live: str) -> None:
+    """A client that sends its body one byte every half second gets 408 and the
+    connection closes, well before it finishes (uvicorn has no body timeout itself)."""
+    host, port = live.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(
+            b"POST /v1/captures HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {world.api.key_a}\r\n".encode()
+            + b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff"
+        )
+        started = time.monotonic()
+        answer = b""
+        client.settimeout(0.5)
+        for _ in range(40):  # at most 20 s of dripping
+            try:
+                client.sendall(b"\x00")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = client.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:  # closed right after the answer
+                break
+            if not chunk:
+                break
+            answer += chunk
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer and elapsed < 10, (elapsed, answer[:200])
+
+
+def test_deep_json_leaves_the_connection_usable(world: World, live: str) -> None:
+    """The 990-bracket SKU that used to crash the request: 422 on a kept-alive
+    connection, and the next request on the same connection is answered."""
+    with httpx.Client(base_url=f"http://{live}", headers=world.api.headers(), timeout=10) as c:
+        for _ in range(2):
+            refused = c.post(
+                "/v1/captures",
+                files={"file": ("a.jpg", GOOD, "image/jpeg")},
+                data={"sku": "[" * 990},
+            )
+            assert refused.status_code == 422 and refused.json()["code"] == "json_too_deep"
+        assert c.get("/healthz").status_code == 200
 
 
 # -- the fixes, one by one -----------------------------------------------------------------------
@@ -935,6 +957,19 @@ def test_valid_rules_are_stored_and_read_back(world: World) -> None:
         "min_score": 0.5,
         "region": [0, 0, 1, 0.5],
     }
+
+
+def test_sku_folders_are_never_device_names() -> None:
+    """An SKU becomes a folder in exports and in ``assets.zip``: Windows device names and
+    trailing dots are escaped with a ``_`` no SKU can start with."""
+    from service.catalogue_csv import sku_folder
+    from service.routes.batches import entry_name
+
+    for sku in ("CON", "con", "Nul.txt", "COM1", "lpt9.x", "A."):
+        assert sku_folder(sku) == "_" + sku
+    for sku in ("CONSOLE", "MUG-1", "com", "A.b"):
+        assert sku_folder(sku) == sku
+    assert entry_name("CON", "main", "out/p.png") == "_CON/main.png"
 
 
 def test_brand_files_refuse_aliases_and_deep_nesting() -> None:

@@ -42,6 +42,7 @@ from service.catalogue_csv import (
     read_catalogue,
     result_line,
     results_header,
+    sku_folder,
 )
 from service.client_json import BoundedJsonRoute
 from service.deps import ApiContext, ContextDep, TenantDep
@@ -560,7 +561,8 @@ class _Sink(io.RawIOBase):
 def entry_name(sku: str, slot: str | None, file: str) -> str:
     """``SKU/slot.ext``: a packshot by its slot, anything else by its file name."""
     path = PurePosixPath(file)
-    return f"{sku}/{slot}{path.suffix}" if slot else f"{sku}/{path.name}"
+    folder = sku_folder(sku)
+    return f"{folder}/{slot}{path.suffix}" if slot else f"{folder}/{path.name}"
 
 
 def _zip_chunks(context: ApiContext, batch_id: str) -> Iterator[bytes]:
