@@ -7,10 +7,18 @@ last: the manifest is the commit point, so a crash or a failing stage never leav
 cache entry pointing at missing or partial outputs.
 
 The Celery executor (``tasks/``) follows the same protocol per task.
+
+Cache namespaces: the API's workers pass the job's tenant as ``namespace``, and a manifest
+is stored under the hash of (namespace, cache key). A tenant's revisions reuse its own
+stages; another tenant uploading the same photo computes afresh instead of seeing cache
+hits that would tell it someone processed that photo. Blobs stay content-addressed and
+shared (their existence is never shown to a client). ``namespace=None`` is one cache for
+all (the CLI, or ``SKUFORGE_SHARED_CACHE=true``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -100,6 +108,13 @@ class JobResult:
         return next(r for r in self.records if r.invocation.id == invocation_id)
 
 
+def scoped_key(cache_key: str, namespace: str | None) -> str:
+    """Where a stage's manifest is stored: the cache key itself, or within a namespace."""
+    if namespace is None:
+        return cache_key
+    return hashlib.sha256(f"{namespace}\0{cache_key}".encode()).hexdigest()
+
+
 class MissingOutputError(SkuforgeError):
     """Assembling a job found an invocation whose outputs are not in the store."""
 
@@ -151,7 +166,12 @@ class InProcessExecutor:
         self._cpu_clock = time.process_time if self.max_workers == 1 else time.thread_time
 
     def run(
-        self, plan: Plan, capture_digest: str, extra_digests: Mapping[str, str] | None = None
+        self,
+        plan: Plan,
+        capture_digest: str,
+        extra_digests: Mapping[str, str] | None = None,
+        *,
+        namespace: str | None = None,
     ) -> JobResult:
         """Run ``plan`` on inputs already in the store (the capture and named job inputs,
         by digest). Independent invocations (the packshot slots) run concurrently on up to
@@ -175,7 +195,8 @@ class InProcessExecutor:
                 for invocation in [i for i in pending if ready(i)]:
                     pending.remove(invocation)
                     digests = _input_digests(invocation, capture_digest, extras, produced)
-                    running[pool.submit(self.run_one, invocation, digests)] = invocation
+                    future = pool.submit(self.run_one, invocation, digests, namespace)
+                    running[future] = invocation
                 if not running:
                     raise RuntimeError(f"plan has unsatisfiable dependencies: {pending}")
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -199,15 +220,18 @@ class InProcessExecutor:
         invocation_id: str,
         capture_digest: str,
         extra_digests: Mapping[str, str] | None = None,
+        *,
+        namespace: str | None = None,
     ) -> StageRecord:
         """Run one invocation whose dependencies already ran (a distributed worker's unit of
         work). Input digests are found by recomputing the dependencies' cache keys from the
         capture and reading their manifests, so a task needs only ids and digests."""
         invocation = plan.by_id(invocation_id)
         preload([invocation.stage])  # the stage may start threads of its own
-        return self.run_one(
-            invocation, self.input_digests(plan, invocation, capture_digest, extra_digests)
+        digests = self.input_digests(
+            plan, invocation, capture_digest, extra_digests, namespace=namespace
         )
+        return self.run_one(invocation, digests, namespace)
 
     def input_digests(
         self,
@@ -215,12 +239,15 @@ class InProcessExecutor:
         invocation: Invocation,
         capture_digest: str,
         extra_digests: Mapping[str, str] | None = None,
+        *,
+        namespace: str | None = None,
     ) -> dict[str, str]:
         """Walk the invocation's ancestors in plan order, each manifest read once."""
         extras = dict(extra_digests or {})
         produced: dict[str, dict[str, str]] = {}
         for ancestor in plan.ancestors(invocation):
-            key = ancestor.cache_key(_input_digests(ancestor, capture_digest, extras, produced))
+            digests = _input_digests(ancestor, capture_digest, extras, produced)
+            key = scoped_key(ancestor.cache_key(digests), namespace)
             manifest = self._cached(key)
             if manifest is None:
                 raise DependencyNotReadyError(f"{ancestor.id} has not run for this job yet")
@@ -228,7 +255,12 @@ class InProcessExecutor:
         return _input_digests(invocation, capture_digest, extras, produced)
 
     def collect(
-        self, plan: Plan, capture_digest: str, extra_digests: Mapping[str, str] | None = None
+        self,
+        plan: Plan,
+        capture_digest: str,
+        extra_digests: Mapping[str, str] | None = None,
+        *,
+        namespace: str | None = None,
     ) -> JobResult:
         """The job's records from the stored manifests only: nothing is computed. A missing
         manifest means a stage did not finish, which the caller must not paper over."""
@@ -237,7 +269,7 @@ class InProcessExecutor:
         result = JobResult(plan=plan, capture_digest=capture_digest)
         for invocation in plan.invocations:
             digests = _input_digests(invocation, capture_digest, extras, produced)
-            key = invocation.cache_key(digests)
+            key = scoped_key(invocation.cache_key(digests), namespace)
             manifest = self._cached(key)
             if manifest is None:
                 raise MissingOutputError(
@@ -273,8 +305,13 @@ class InProcessExecutor:
             return None  # a blob was garbage-collected: recompute
         return manifest
 
-    def run_one(self, invocation: Invocation, input_digests: dict[str, str]) -> StageRecord:
-        key = invocation.cache_key(input_digests)
+    def run_one(
+        self,
+        invocation: Invocation,
+        input_digests: dict[str, str],
+        namespace: str | None = None,
+    ) -> StageRecord:
+        key = scoped_key(invocation.cache_key(input_digests), namespace)
         if self.observer:
             self.observer.stage_started(invocation)
         wall0, cpu0 = time.perf_counter(), self._cpu_clock()
@@ -319,6 +356,7 @@ class InProcessExecutor:
             else _PinnedModels(self.models, invocation.model_revision),
             limits=self.limits,
             progress=progress,
+            invocation_id=invocation.id,
         )
         wall0, cpu0 = time.perf_counter(), self._cpu_clock()
         try:

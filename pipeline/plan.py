@@ -43,6 +43,7 @@ from pipeline.registry import all_specs, find_spec, get_spec
 from pipeline.stage import (
     CAPTURE_SOURCE,
     EXTRA_PREFIX,
+    SUBJECT_PREFIX,
     SUBJECT_SOURCE,
     InputSpec,
     JobContext,
@@ -583,6 +584,13 @@ class _PlanBuilder:
             return InputRef(CAPTURE)
         if item.source == SUBJECT_SOURCE:
             return subject
+        if item.source.startswith(SUBJECT_PREFIX):
+            if subject is None:
+                return None
+            checked = self.specs[subject.source.split(".", 1)[0]]
+            output = item.source.removeprefix(SUBJECT_PREFIX)
+            has_it = output in {o.name for o in checked.outputs if o.repeat is None}
+            return InputRef(subject.source, output) if has_it else None
         if item.source.startswith(EXTRA_PREFIX):
             name = item.source.removeprefix(EXTRA_PREFIX)
             return InputRef(EXTRA, name) if name in self.extras or not item.optional else None

@@ -23,6 +23,7 @@ BUILTIN_STAGES = (
     "pipeline.stages.export3d:Export3dStage",
     "pipeline.stages.views:ViewsStage",
     "pipeline.stages.turntable:TurntableStage",
+    "pipeline.stages.scene:SceneStage",
 )
 
 _lock = threading.Lock()

@@ -57,6 +57,8 @@ class StageContext:
     models: ModelProvider | None = None
     limits: Mapping[str, int] = field(default_factory=dict)
     progress: Callable[[float, str], None] | None = None
+    # the plan's invocation id (``scene.main``): generative stages seed per invocation
+    invocation_id: str = ""
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:
@@ -67,6 +69,9 @@ class StageContext:
 CAPTURE_SOURCE = "capture"  # the job's uploaded photo
 EXTRA_PREFIX = "extra:"  # a named job input besides the capture, e.g. ``extra:logo``
 SUBJECT_SOURCE = "subject"  # a checker's input: the output it checks (see ``Check``)
+# a checker's input from another output of the checked invocation, wired only when that
+# stage has it (``subject.guard``: a generative stage's consistency report)
+SUBJECT_PREFIX = "subject."
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 FanOut = Literal["single", "per_slot", "per_check"]
@@ -89,7 +94,9 @@ class InputSpec:
     @property
     def upstream(self) -> tuple[str, str] | None:
         """(stage, output) when the input comes from another stage."""
-        if self.source in (CAPTURE_SOURCE, SUBJECT_SOURCE) or self.source.startswith(EXTRA_PREFIX):
+        if self.source in (CAPTURE_SOURCE, SUBJECT_SOURCE) or self.source.startswith(
+            (EXTRA_PREFIX, SUBJECT_PREFIX)
+        ):
             return None
         stage, _, output = self.source.partition(".")
         return stage, output

@@ -20,6 +20,7 @@ from brand_rules.media import media_kind
 from pipeline.imaging.codecs import decode_rgb
 from pipeline.stage import (
     EXTRA_PREFIX,
+    SUBJECT_PREFIX,
     SUBJECT_SOURCE,
     Blob,
     InputSpec,
@@ -64,6 +65,9 @@ class ValidateStage:
             InputSpec("image", SUBJECT_SOURCE),
             InputSpec("cutout_info", "cutout.info"),
             InputSpec("logo", f"{EXTRA_PREFIX}logo", optional=True, images_only=True),
+            # a generative stage's consistency guard (pipeline.generative.guard): its rules
+            # join this check's, so a drifted output goes to review with the rule that failed
+            InputSpec("guard", f"{SUBJECT_PREFIX}guard", optional=True),
         ),
         outputs=(
             OutputSpec("report", {"application/json": ".json"}, export="reports/{slot}"),
@@ -108,10 +112,30 @@ class ValidateStage:
         document = report.to_dict()
         document["preset"] = params.preset
         failed = [r.rule for r in report.results if not r.passed and r.severity != "warn"]
+        verdict = report.verdict
+        if inputs.get("guard"):
+            verdict = _merge_guard(document, failed, json.loads(inputs["guard"]))
         outputs = {"report": json_blob(document)}
         if media_kind(inputs["image"]) == "image":
             outputs["overlay"] = Blob(overlay_png(report), "image/png")
         return StageResult(
             outputs=outputs,
-            info={"verdict": report.verdict, "failed": failed},
+            info={"verdict": verdict, "failed": failed},
         )
+
+
+def _merge_guard(document: dict[str, Any], failed: list[str], guard: dict[str, Any]) -> str:
+    """Add the guard's results to the report; the verdict is the worse of the two."""
+    results = list(guard.get("results", []))
+    document["results"] = [*document.get("results", []), *results]
+    document["generative"] = guard.get("model")
+    bad = [r for r in results if not r.get("passed") and r.get("severity") != "warn"]
+    failed.extend(str(r["rule"]) for r in bad)
+    order = ("approved", "needs_review", "rejected")
+    verdict = str(document.get("verdict", "approved"))
+    if any(r.get("severity") == "reject" for r in bad):
+        verdict = "rejected"
+    elif bad and order.index(verdict) < order.index("needs_review"):
+        verdict = "needs_review"
+    document["verdict"] = verdict
+    return verdict

@@ -1,0 +1,86 @@
+"""The calls into diffusers pipelines, one per task, under ``torch.inference_mode``.
+
+Inputs and outputs are uint8 numpy arrays; the caller owns placement, compositing and the
+guard. ``output_type="np"`` keeps the pipeline's float result, rounded here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sampling:
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    strength: float
+
+
+def _to_uint8(images: Any) -> np.ndarray:
+    array = np.asarray(images[0], np.float32)
+    return np.asarray(np.clip(np.rint(array * 255.0), 0, 255), np.uint8)
+
+
+def inpaint(
+    pipe: Any,
+    image: np.ndarray,
+    mask: np.ndarray,
+    sampling: Sampling,
+    generator: Any,
+    *,
+    control: np.ndarray | None = None,
+) -> np.ndarray:
+    """Regenerate where ``mask`` is True (the surroundings), at the image's size."""
+    import torch
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    kwargs: dict[str, Any] = {}
+    if control is not None:
+        kwargs["control_image"] = Image.fromarray(control)
+    with torch.inference_mode():
+        result = pipe(
+            prompt=sampling.prompt,
+            negative_prompt=sampling.negative_prompt or None,
+            image=Image.fromarray(image),
+            mask_image=Image.fromarray(mask.astype(np.uint8) * 255, "L"),
+            height=height,
+            width=width,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            strength=sampling.strength,
+            generator=generator,
+            output_type="np",
+            **kwargs,
+        )
+    return _to_uint8(result.images)
+
+
+def refine(
+    pipe: Any, image: np.ndarray, depth: np.ndarray, sampling: Sampling, generator: Any
+) -> np.ndarray:
+    """ControlNet (depth) img2img at ``sampling.strength``: the render keeps the geometry."""
+    import torch
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    with torch.inference_mode():
+        result = pipe(
+            prompt=sampling.prompt,
+            negative_prompt=sampling.negative_prompt or None,
+            image=Image.fromarray(image),
+            control_image=Image.fromarray(np.repeat(depth[..., None], 3, axis=2)),
+            height=height,
+            width=width,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            strength=sampling.strength,
+            generator=generator,
+            output_type="np",
+        )
+    return _to_uint8(result.images)
