@@ -1,7 +1,8 @@
 """Load the shipped marketplace presets and brand files.
 
 A brand file may come from a user (``skuforge batch --brand``), so it is read as hostile
-text: at most ``MAX_BRAND_FILE_BYTES``, no YAML aliases (a few lines of anchors can expand
+text: at most ``MAX_BRAND_FILE_BYTES``, ``[``/``{`` at most ``MAX_FLOW_DEPTH`` deep (PyYAML
+takes seconds over a few thousand), no YAML aliases (a few lines of anchors can expand
 to billions of nodes for the schema to walk), and a nesting the parser cannot follow is a
 ``RulesFileError`` like any other invalid file.
 """
@@ -9,7 +10,9 @@ to billions of nodes for the schema to walk), and a nesting the parser cannot fo
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
+from itertools import accumulate
 from pathlib import Path
 
 import yaml
@@ -18,6 +21,17 @@ from pydantic import ValidationError
 from brand_rules.schema import BrandRules, Preset
 
 MAX_BRAND_FILE_BYTES = 256 * 1024
+MAX_FLOW_DEPTH = 32
+# quoted YAML scalars: brackets inside them nest nothing
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest outside quotes (comments counted too: an over-estimate).
+    PyYAML's parser takes seconds on a few thousand nested brackets before it gives up."""
+    brackets = _NOT_BRACKETS.sub("", _QUOTED.sub("", text))
+    return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
 
 
 class RulesFileError(ValueError):
@@ -54,6 +68,9 @@ def load_preset(name: str) -> Preset:
 def parse_brand(text: str | bytes) -> BrandRules:
     if len(text) > MAX_BRAND_FILE_BYTES:
         raise RulesFileError(f"brand file is over {MAX_BRAND_FILE_BYTES} bytes")
+    source = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if _flow_depth(source) > MAX_FLOW_DEPTH:
+        raise RulesFileError(f"brand file nests [ ] or {{ }} more than {MAX_FLOW_DEPTH} deep")
     try:
         data = yaml.load(text, Loader=_BrandLoader)
         return BrandRules.model_validate(data)
