@@ -616,6 +616,81 @@ CASES = [
         422,
         "url_not_allowed",
     ),
+    Case(
+        "ssrf_unspecified",
+        raw("POST", "/v1/captures", b'{"image_url":"http://0.0.0.0/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    Case(
+        "ssrf_ipv6_loopback",
+        raw("POST", "/v1/captures", b'{"image_url":"http://[::1]/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    Case(
+        "ssrf_short_ip",
+        raw("POST", "/v1/captures", b'{"image_url":"http://127.1/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    Case(
+        "ssrf_octal_ip",
+        raw("POST", "/v1/captures", b'{"image_url":"http://017700000001/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    Case(
+        "ssrf_private",
+        raw("POST", "/v1/captures", b'{"image_url":"http://10.0.0.1/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    Case(
+        "ssrf_link_local_v6",
+        raw("POST", "/v1/captures", b'{"image_url":"http://[fe80::1%25eth0]/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    Case(
+        "ssrf_at_sign_host",
+        raw("POST", "/v1/captures", b'{"image_url":"http://example.com:80@127.0.0.1/a.jpg"}'),
+        422,
+        "url_not_allowed",
+    ),
+    # a name is resolved (and refused) by the worker that fetches: see the test below
+    Case(
+        "ssrf_localhost_name",
+        raw("POST", "/v1/captures", b'{"image_url":"http://localhost:6379/a.jpg"}'),
+        202,
+        None,
+        None,
+        ("jobs",),
+    ),
+    # other fields of an upload
+    Case("template_path", capture(GOOD, template="../../etc/passwd"), 404, "unknown_template"),
+    Case("seed_negative", capture(GOOD, seed="-1"), 422, "invalid_parameter"),
+    Case("seed_huge", capture(GOOD, seed="1" * 400), 422, "invalid_parameter"),
+    Case("three_d_not_bool", capture(GOOD, three_d="maybe"), 422, "invalid_parameter"),
+    Case(
+        "override_backend_path",
+        capture(GOOD, overrides='{"cutout.backend": "rembg:../../../etc/passwd"}'),
+        503,
+        "model_unavailable",
+    ),
+    Case(
+        "override_huge_number",
+        capture(GOOD, overrides='{"packshots.fill": 1e308}'),
+        422,
+        "invalid_parameter",
+    ),
+    Case(
+        "override_many_keys",
+        capture(GOOD, overrides=json.dumps({f"x{i}.y": i for i in range(5000)})),
+        422,
+        "invalid_parameter",
+    ),
+    Case("brand_unknown", capture(GOOD, brand="Nobody"), 404, "unknown_brand"),
     # downloads: ranges and signed links
     Case("range_past_end", download(Range="bytes=99999999-"), 416, "range_not_satisfiable"),
     Case("range_not_bytes", download(Range="chars=0-10"), 400, "invalid_range"),
@@ -957,6 +1032,20 @@ def test_valid_rules_are_stored_and_read_back(world: World) -> None:
         "min_score": 0.5,
         "region": [0, 0, 1, 0.5],
     }
+
+
+def test_names_are_refused_when_they_resolve_to_private_addresses() -> None:
+    """What the API cannot know without DNS, the fetch checks when it resolves: a name for
+    loopback, and a public-looking name that resolves to a private address (rebinding;
+    DNS answered by a stub, the one third party here)."""
+    from pipeline.errors import UrlNotAllowedError
+    from pipeline.safe_fetch import check_public_url
+
+    with pytest.raises(UrlNotAllowedError):
+        check_public_url("http://localhost:6379/a.jpg")
+    for address in ("10.1.2.3", "169.254.169.254", "::ffff:127.0.0.1", "fd00::1"):
+        with pytest.raises(UrlNotAllowedError):
+            check_public_url("http://rebind.example/a.jpg", resolver=lambda h, p, a=address: [a])
 
 
 def test_sku_folders_are_never_device_names() -> None:
