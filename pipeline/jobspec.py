@@ -54,7 +54,7 @@ def build_job_plan(
         template,
         overrides=spec.overrides,
         seed=spec.seed,
-        resolve_backend=resolver or settings_backend_resolver(settings.rembg),
+        resolve_backend=resolver or settings_backend_resolver(settings.rembg, settings.models),
         brand=spec.brand,
         sku=spec.sku,
         has_logo="logo" in spec.extras,

@@ -47,6 +47,7 @@ from pipeline.templates import section_params, template_slots
 from pipeline.version import __version__
 from service.batch_cli import add_batch_commands
 from service.local_jobs import export_job, read_brand, read_sku, run_local_job
+from service.models_cli import add_models_commands
 from service.users_cli import add_users_commands
 from sku_templates import list_templates
 from storage import LocalArtifactStore
@@ -260,6 +261,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         concurrency = args.concurrency
     if concurrency < 1:
         raise InvalidParameterError(f"--concurrency must be at least 1, not {concurrency}")
+    from pipeline.generative.device import gpu_worker_problem
+
+    # a gpu worker without a GPU would run generative stages on the CPU, silently
+    queues = [q.strip() for q in args.queues.split(",")]
+    refused = gpu_worker_problem(queues, get_settings().models.allow_cpu)
+    if refused is not None:
+        sys.stderr.write(f"skuforge worker: {refused}\n")
+        return 3
     from tasks.app import app
 
     argv = [
@@ -436,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     templates.set_defaults(handler=cmd_templates)
 
     add_batch_commands(sub)  # skuforge batch run | submit (service/batch_cli.py)
+    add_models_commands(sub)  # skuforge models list | check | pull (service/models_cli.py)
     add_users_commands(sub)  # skuforge users create | password (service/users_cli.py)
     return parser
 

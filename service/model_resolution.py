@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import ModelUnavailableError
+from pipeline.generative.resolution import is_generative, resolve_generative
 from pipeline.settings import Settings
+from storage.models import Tenant
 from storage.workers import advertised_models, live_workers
 
 
@@ -27,9 +29,11 @@ class RegistryResolver:
         *,
         preferred: str | None = None,
         pinned: dict[str, dict[str, Any]] | None = None,
+        commercial: bool = False,
     ) -> None:
         self.models = models
         self.preferred = preferred
+        self.commercial = commercial  # the tenant's: see pipeline.generative.licences
         self.pinned = pinned or {}
         self.resolved: dict[str, dict[str, Any]] = {}
 
@@ -47,6 +51,8 @@ class RegistryResolver:
         return backend, revision
 
     def _resolve(self, stage: str, requested: str) -> tuple[str, str | None]:
+        if is_generative(requested):
+            return resolve_generative(requested, self.models, tenant_commercial=self.commercial)
         if stage != "cutout" or requested == "classical":
             return requested, None
         rembg = [m for m in self.models if str(m.get("backend", "")).startswith("rembg:")]
@@ -89,10 +95,16 @@ def registry_resolver(
     settings: Settings,
     *,
     pinned: dict[str, dict[str, Any]] | None = None,
+    tenant_id: str | None = None,
 ) -> RegistryResolver:
     with sessions() as session:
         workers = live_workers(session, 3 * settings.worker_heartbeat_s)
+        tenant = session.get(Tenant, tenant_id) if tenant_id else None
+        commercial = bool(tenant and tenant.commercial)
     # Model backends are routed to the gpu queue, so only its consumers' models count.
     return RegistryResolver(
-        advertised_models(workers, queue="gpu"), preferred=settings.rembg.model, pinned=pinned
+        advertised_models(workers, queue="gpu"),
+        preferred=settings.rembg.model,
+        pinned=pinned,
+        commercial=commercial,
     )

@@ -53,10 +53,15 @@ def _pin(
     spec: JobSpec,
     parent_plan: dict[str, Any] | None,
     audit: dict[str, Any] | None,
+    tenant_id: str | None = None,
 ) -> tuple[Plan, dict[str, Any]]:
-    """The job's plan and its pinned content (backends resolved against live workers)."""
+    """The job's plan and its pinned content (backends resolved against live workers; the
+    tenant's commercial flag decides which model licences it may use)."""
     resolver = registry_resolver(
-        sessions, settings, pinned=(parent_plan or {}).get("resolved_backends")
+        sessions,
+        settings,
+        pinned=(parent_plan or {}).get("resolved_backends"),
+        tenant_id=tenant_id,
     )
     template = (
         Template.model_validate(parent_plan["plan"]["template_content"]) if parent_plan else None
@@ -134,7 +139,7 @@ def submit_capture(
     revises; ``source_url``/``source`` record where the capture came from."""
     if logo is not None:
         spec = spec.model_copy(update={"extras": {**spec.extras, "logo": store.put(logo)}})
-    plan, pinned = _pin(sessions, settings, spec, parent_plan, audit)
+    plan, pinned = _pin(sessions, settings, spec, parent_plan, audit, tenant_id)
     job, created = _record_job(
         sessions,
         tenant_id=tenant_id,
@@ -182,7 +187,7 @@ def submit_url_capture(
     reconciler. ``store`` is unused (the capture is not here yet) but kept so the two
     submit functions take the same leading arguments."""
     del store
-    plan, pinned = _pin(sessions, settings, spec, None, audit)
+    plan, pinned = _pin(sessions, settings, spec, None, audit, tenant_id)
     job, created = _record_job(
         sessions,
         tenant_id=tenant_id,

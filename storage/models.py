@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -46,6 +47,9 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # a commercial tenant is never given a model whose licence forbids commercial use
+    # (pipeline.generative.licences); migration 0010
+    commercial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 

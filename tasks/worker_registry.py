@@ -34,10 +34,21 @@ def advertise(name: str, queues: list[str]) -> None:
             session,
             name=name,
             queues=queues,
-            models=ctx.models.advertised(),
+            models=[*ctx.models.advertised(), *_generative_models(queues)],
             version=__version__,
             pid=os.getpid(),
         )
+
+
+def _generative_models(queues: list[str]) -> list[dict[str, Any]]:
+    """A gpu worker also advertises its generative model directories (listing them reads
+    manifests and hashes files: no torch), with the licence each carries."""
+    if "gpu" not in queues:
+        return []
+    from pipeline.generative.cache import process_cache
+
+    ctx = worker_context()
+    return process_cache(ctx.settings.models).advertised(device=ctx.device)
 
 
 def _beat(name: str, queues: list[str], interval: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FORBIDDEN_IN_PIPELINE = ("fastapi", "celery", "sqlalchemy", "torch", "diffusers")
+FORBIDDEN_IN_PIPELINE = ("fastapi", "celery", "sqlalchemy", "torch", "diffusers", "transformers")
 # what only running stages needs: planning (the API, a worker reading a plan) loads none of it
 HEAVY_FOR_PLANNING = (
     "cv2",
@@ -17,6 +17,9 @@ HEAVY_FOR_PLANNING = (
     "onnxruntime",
     "rembg",
     "torch",
+    "diffusers",
+    "transformers",
+    "huggingface_hub",
 )
 # the default plan with everything the job can fill in: an SKU with a size, a brand, a logo
 BUILD_DEFAULT_PLAN = """
@@ -63,3 +66,15 @@ def test_leaf_packages_import_nothing_of_ours() -> None:
             "brand_rules",
         }
         assert ours == {package}, f"{package} imported {ours - {package}}"
+
+
+def test_generative_planning_loads_no_torch() -> None:
+    """Resolving generative backends and reading model manifests (what the API does for a
+    scene or hybrid job) stays free of torch, diffusers and transformers."""
+    statement = (
+        "import pipeline.generative.resolution, pipeline.generative.model_dirs, "
+        "pipeline.generative.guard, pipeline.stages.scene, service.model_resolution, "
+        "service.models_cli"
+    )
+    loaded = {m.split(".")[0] for m in loaded_after(statement)}
+    assert not loaded & {"torch", "diffusers", "transformers", "huggingface_hub"}
