@@ -17,6 +17,10 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "skuforge-dev-secret-change-me"
+MIN_SECRET_CHARS = 32
+# Words that mark a value copied from an example rather than generated: production refuses
+# a secret containing one (``.env.example`` ships "CHANGE-ME-..."), whatever its length.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
 
 
 def _default_data_dir() -> Path:
@@ -90,7 +94,22 @@ class ApiSettings(BaseModel):
         default=2 * 1024 * 1024, gt=0, description="largest store webhook body; 413 above it"
     )
     key_cache_s: float = Field(
-        default=30.0, ge=0, description="how long a verified API key is trusted without the DB"
+        default=1.0,
+        ge=0,
+        le=1.0,
+        description="how long a verified API key is trusted without the DB; at most 1 s, so "
+        "a revoked or expired key stops working on every API process within a second",
+    )
+    ops_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token for /metrics and for /readyz's details; without it /metrics "
+        "answers 404 and /readyz gives only its status",
+    )
+    ready_cache_s: float = Field(
+        default=2.0, ge=0, le=60, description="how long a /readyz result is reused"
+    )
+    ready_timeout_s: float = Field(
+        default=1.0, gt=0, le=10, description="deadline of each /readyz dependency check"
     )
     event_poll_s: float = Field(
         default=10.0,
@@ -98,6 +117,39 @@ class ApiSettings(BaseModel):
         description="SSE safety poll: events are pushed (Redis pub/sub); a stream also re-reads "
         "this often in case a notice was lost or Redis is down",
     )
+
+
+class RateLimitSettings(BaseModel):
+    """Per-tenant API request limits, counted on Redis (``service.rate_limits``)."""
+
+    enabled: bool = Field(default=True, description="off: no request limits")
+    per_tenant: str = Field(
+        default="3000/minute",
+        description="requests per tenant in a window: one limit in the `limits` notation, "
+        "e.g. `50/second` or `3000/minute`",
+    )
+    strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = Field(
+        default="moving-window", description="how the window moves"
+    )
+    storage_url: str | None = Field(
+        default=None, description="Redis for the counts (default: the broker)"
+    )
+    timeout_s: float = Field(
+        default=0.25, gt=0, le=5, description="per Redis call; past it the request is let through"
+    )
+
+    @field_validator("per_tenant")
+    @classmethod
+    def _one_item(cls, value: str) -> str:
+        import limits
+
+        try:
+            items = limits.parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"rate limit {value!r}: {exc}") from exc
+        if len(items) != 1:
+            raise ValueError("per_tenant takes one limit, e.g. 3000/minute")
+        return value
 
 
 class BatchSettings(BaseModel):
@@ -238,6 +290,11 @@ class Settings(BaseSettings):
         description="a store webhook event not processed this long after its message was "
         "sent (or never sent: the broker was down) is sent again by the reconciler",
     )
+    shared_cache: bool = Field(
+        default=False,
+        description="let tenants share cached stage results (a tenant then learns, from "
+        "cache hits, that another processed the same photo); off: the cache is per tenant",
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -246,15 +303,23 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
             secret = self.secret_key.get_secret_value()
-            if secret == DEV_SECRET or len(secret) < 32:
+            lowered = secret.lower()
+            if (
+                secret == DEV_SECRET
+                or len(secret) < MIN_SECRET_CHARS
+                or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+            ):
                 raise ValueError(
-                    "SKUFORGE_SECRET_KEY must be set to a random value of at least 32 "
-                    "characters when SKUFORGE_ENVIRONMENT=production"
+                    f"SKUFORGE_SECRET_KEY must be set to a random value of at least "
+                    f"{MIN_SECRET_CHARS} characters when SKUFORGE_ENVIRONMENT=production (not "
+                    "the development secret nor the .env.example placeholder); e.g. "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
                 )
         if self.rembg.model in {"u2net_custom", "dis_custom"} and self.rembg.model_file is None:
             raise ValueError(

@@ -46,6 +46,7 @@ from pipeline.settings import get_settings
 from pipeline.templates import section_params, template_slots
 from pipeline.version import __version__
 from service.batch_cli import add_batch_commands
+from service.keys_cli import add_keys_commands
 from service.local_jobs import export_job, read_brand, read_sku, run_local_job
 from service.models_cli import add_models_commands
 from service.users_cli import add_users_commands
@@ -222,29 +223,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from storage import jobs
-    from storage.database import make_engine, session_factory, transaction
-    from storage.models import Tenant
-
-    engine = make_engine(args.url or get_settings().database.url)
-    with transaction(session_factory(engine)) as session:
-        tenant = session.scalar(select(Tenant).where(Tenant.name == args.tenant))
-        if tenant is None:
-            tenant = jobs.create_tenant(session, args.tenant)
-        key, row = jobs.create_api_key(session, tenant, args.name)
-        if args.scope:
-            from storage.review import grant_scopes
-
-            grant_scopes(session, row, args.scope)
-    engine.dispose()
-    print(key)
-    sys.stderr.write(f"API key for tenant {args.tenant!r} (shown once; only its hash is stored)\n")
-    return 0
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     # solo runs tasks in the worker's own process, one at a time: a second slot cannot
     # exist, so asking for one is a mistake to report rather than a flag to drop.
@@ -383,20 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade.add_argument("--url", help="database URL (default: SKUFORGE_DATABASE__URL)")
     db_upgrade.set_defaults(handler=cmd_db_upgrade)
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    keys_create = keys.add_parser("create", help="create an API key for a tenant (made if new)")
-    keys_create.add_argument("--tenant", required=True)
-    keys_create.add_argument("--name", default="", help="label for the key")
-    keys_create.add_argument(
-        "--scope",
-        action="append",
-        choices=("review", "admin"),
-        help="review: decide and claim through the API; admin: assign, edit reason codes",
-    )
-    keys_create.add_argument("--url", help="database URL (default: SKUFORGE_DATABASE__URL)")
-    keys_create.set_defaults(handler=cmd_keys_create)
+    add_keys_commands(sub)  # skuforge keys create | list | revoke (service/keys_cli.py)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument(

@@ -1,81 +1,21 @@
-"""Prometheus metrics of the API: request counts and latency from a middleware, and job,
-stage and queue figures read from the database and the broker at scrape time.
+"""Prometheus metrics of one API process: counters bumped where things happen.
 
-Reading the job store at scrape time (instead of counting in-process) keeps the numbers
-right with several API replicas and across restarts: every replica reports the same
-totals, so dashboards should ``max`` rather than ``sum`` the ``skuforge_jobs`` family.
+A scrape renders what is in memory: no database query, no Redis call, no file, so scraping
+costs the same with a million jobs as with none, and works while the database is down.
+Counters are per process (sum them across replicas); job and stage figures across the
+fleet belong to the job database, queried by an operator, not to every scrape.
+
+Labels are route templates and fixed words, never ids or tenant names: ``/metrics`` is for
+operators (it needs the ops token), and it still holds nothing about any one tenant's work.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from storage.models import Job, StageRun
-
-QUEUE_NAMES = ("default", "cpu", "gpu", "bulk")
-
-
-class JobStoreCollector(Collector):
-    def __init__(self, context: Any) -> None:
-        self.context = context
-
-    def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("skuforge_jobs", "Jobs by status", labels=["status"])
-        seconds = CounterMetricFamily(
-            "skuforge_stage_seconds", "Wall seconds spent in finished stages", labels=["stage"]
-        )
-        runs = CounterMetricFamily(
-            "skuforge_stage_runs", "Finished stage runs", labels=["stage", "cache"]
-        )
-        ratio = GaugeMetricFamily(
-            "skuforge_stage_cache_hit_ratio", "Share of finished stage runs served from cache"
-        )
-        with self.context.sessions() as session:
-            for status, count in session.execute(
-                select(Job.status, func.count()).group_by(Job.status)
-            ):
-                jobs.add_metric([status], count)
-            hits = total = 0
-            for stage, hit, count, wall in session.execute(
-                select(StageRun.stage, StageRun.cache_hit, func.count(), func.sum(StageRun.wall_s))
-                .where(StageRun.status == "done")
-                .group_by(StageRun.stage, StageRun.cache_hit)
-            ):
-                runs.add_metric([stage, "hit" if hit else "miss"], count)
-                seconds.add_metric([f"{stage}:{'hit' if hit else 'miss'}"], float(wall or 0.0))
-                total += count
-                hits += count if hit else 0
-        ratio.add_metric([], hits / total if total else 0.0)
-        yield from (jobs, seconds, runs, ratio)
-        depth = GaugeMetricFamily("skuforge_queue_depth", "Messages waiting", labels=["queue"])
-        lengths = queue_lengths(self.context.settings.broker_url)
-        for name, length in lengths.items():
-            depth.add_metric([name], length)
-        yield depth
-
-
-def queue_lengths(broker_url: str) -> dict[str, int]:
-    """Waiting messages per Celery queue (Redis broker: one list per queue)."""
-    if not broker_url.startswith(("redis://", "rediss://")):
-        return {}
-    import redis
-
-    try:
-        client = redis.Redis.from_url(broker_url, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return {name: int(client.llen(name)) for name in QUEUE_NAMES}
-        finally:
-            client.close()
-    except redis.exceptions.RedisError:
-        return {}
 
 
 class RequestMetrics:
@@ -93,6 +33,37 @@ class RequestMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+
+
+class ApiMetrics:
+    """What the request path counts besides requests: refusals and degraded modes."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.keys_refused = Counter(
+            "skuforge_api_keys_refused",
+            "Requests refused for their API key",
+            ["reason"],  # missing | invalid | scope
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "skuforge_rate_limited", "Requests refused by a tenant's rate limit", registry=registry
+        )
+        self.rate_limit_fail_open = Counter(
+            "skuforge_rate_limit_fail_open",
+            "Requests let through unchecked because the rate limit store was unreachable",
+            registry=registry,
+        )
+        self.database_unavailable = Counter(
+            "skuforge_database_unavailable",
+            "Requests answered 503 because the job database was unreachable",
+            registry=registry,
+        )
+        self.event_streams = Gauge(
+            "skuforge_event_streams_open", "Open SSE event streams", registry=registry
+        )
+
+    def track_streams(self, count: Callable[[], int]) -> None:
+        self.event_streams.set_function(lambda: float(count()))
 
 
 class RequestMetricsMiddleware:

@@ -1,5 +1,5 @@
 """Who is acting on the review queue: an API key (with its scopes) or a logged-in user
-(``service.ui``). Reading the queue needs any key of the tenant; deciding, claiming and bulk
+(``service.ui``). Reading the queue needs the ``read`` scope; deciding, claiming and bulk
 decisions need the ``review`` scope; assigning others and editing reason codes need
 ``admin``."""
 
@@ -8,12 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import Depends, Request
 
-from service.deps import ContextDep, TenantDep, _bearer
+from service.deps import SAFE_METHODS, KeyDep, require_scope
 from service.problems import ProblemError
-from storage.review import key_scopes
 
 
 @dataclass(frozen=True)
@@ -26,22 +24,19 @@ class Reviewer:
     is_admin: bool
 
 
-def api_reviewer(
-    tenant: TenantDep,
-    context: ContextDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Reviewer:
-    assert credentials is not None  # current_tenant refused a request without one
-    with context.sessions() as session:
-        found = key_scopes(session, credentials.credentials)
-    prefix, scopes = found if found else ("?", frozenset[str]())
+def api_reviewer(request: Request, key: KeyDep) -> Reviewer:
+    """Reading needs ``read``. Changing the queue needs ``review`` (or ``admin``), checked by
+    each route with ``require_decider``/``require_admin``, not ``write``: a reviewer's key
+    need not be able to submit jobs."""
+    if request.method in SAFE_METHODS:
+        require_scope(key, "read")
     return Reviewer(
-        tenant_id=tenant.id,
-        actor=f"key:{prefix}",
-        label=f"key:{prefix}",
+        tenant_id=key.tenant_id,
+        actor=f"key:{key.prefix}",
+        label=f"key:{key.prefix}",
         user_id=None,
-        can_decide="review" in scopes or "admin" in scopes,
-        is_admin="admin" in scopes,
+        can_decide="review" in key.scopes,
+        is_admin="admin" in key.scopes,
     )
 
 

@@ -141,10 +141,13 @@ class BatchRow(Base):
 
 
 class BatchEvent(Base):
-    __tablename__ = "batch_events"
-    __table_args__ = (Index("ix_batch_events_batch_seq", "batch_id", "seq"),)
+    """``seq`` counts per batch (as job events do per job): no global counter to read."""
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __tablename__ = "batch_events"
+    __table_args__ = (Index("uq_batch_events_batch_seq", "batch_id", "seq", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(48))
@@ -237,7 +240,13 @@ def add_batch_event(
         **(data or {}),
         "progress": {"finished": batch.finished_rows, "total": batch.total_rows},
     }
-    row = BatchEvent(batch_id=batch.id, tenant_id=batch.tenant_id, type=type_, data=payload)
+    # The batch's next number, read once its row is written: that holds the row lock on
+    # PostgreSQL and the write lock on SQLite, so two writers never take the same number.
+    session.execute(update(Batch).where(Batch.id == batch.id).values(updated_at=utcnow()))
+    last = session.scalar(select(func.max(BatchEvent.seq)).where(BatchEvent.batch_id == batch.id))
+    row = BatchEvent(
+        batch_id=batch.id, tenant_id=batch.tenant_id, seq=(last or 0) + 1, type=type_, data=payload
+    )
     session.add(row)
     session.flush()
     # Open SSE streams of the batch are rung after the commit (storage.notify carries ids;

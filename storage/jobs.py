@@ -1,24 +1,23 @@
 """Queries on the job database, always scoped to a tenant.
 
-API keys look like ``sk_<prefix>_<secret>``; only the prefix and a SHA-256 of the whole key
-are stored. Job creation honours ``Idempotency-Key``: the same key with the same request
-returns the first job, the same key with a different request is a conflict. Listing uses
-keyset pagination on (created_at, id), newest first, with an opaque cursor.
+API keys live in ``storage.keys`` (the two helpers here keep older callers working). Job
+creation honours ``Idempotency-Key``: the same key with the same request returns the first
+job, the same key with a different request is a conflict. Listing uses keyset pagination on
+(created_at, id), newest first, with an opaque cursor. Events are numbered per job.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage.keys import create_key, identify
 from storage.models import ApiKey, Asset, Event, Job, Tenant, utcnow
 
 
@@ -34,10 +33,6 @@ class InvalidCursorError(ValueError):
     pass
 
 
-def _hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 def create_tenant(session: Session, name: str) -> Tenant:
     tenant = Tenant(name=name)
     session.add(tenant)
@@ -45,26 +40,17 @@ def create_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def create_api_key(session: Session, tenant: Tenant, name: str = "") -> tuple[str, ApiKey]:
-    """Returns the plaintext key (shown once) and its row."""
-    prefix = secrets.token_hex(6)
-    key = f"sk_{prefix}_{secrets.token_urlsafe(32)}"
-    row = ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, key_hash=_hash_key(key))
-    session.add(row)
-    session.flush()
-    return key, row
+def create_api_key(
+    session: Session, tenant: Tenant, name: str = "", *, scopes: Iterable[str] | None = None
+) -> tuple[str, ApiKey]:
+    """Returns the plaintext key (shown once) and its row (``storage.keys.create_key``)."""
+    return create_key(session, tenant, name, scopes=scopes)
 
 
 def authenticate(session: Session, key: str) -> Tenant | None:
-    parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != "sk":
-        return None
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if row is None or row.revoked_at is not None:
-        return None
-    if not hmac.compare_digest(row.key_hash, _hash_key(key)):
-        return None
-    return session.get(Tenant, row.tenant_id)
+    """The key's tenant when the key is live (not revoked, not expired)."""
+    identity = identify(session, key)
+    return session.get(Tenant, identity.tenant_id) if identity is not None else None
 
 
 def create_job(
@@ -168,14 +154,18 @@ def list_jobs(
 
 
 def add_event(session: Session, job: Job, type_: str, data: dict[str, Any] | None = None) -> Event:
-    """Append an event to the job's feed. The job row is locked first, so events of one job
-    take their ``seq`` in commit order even when parallel stages add them at once (a
-    stream that read seq 12 must never see 11 commit later); SQLite serialises writers."""
-    if session.get_bind().dialect.name != "sqlite":
-        session.execute(select(Job.id).where(Job.id == job.id).with_for_update())
-    event = Event(tenant_id=job.tenant_id, job_id=job.id, type=type_, data=data or {})
+    """Append an event to the job's feed with the job's next number (1, 2, 3, ...).
+
+    The job row is written first: that takes its row lock on PostgreSQL and the database's
+    write lock on SQLite before the last number is read, so events of one job take their
+    ``seq`` in commit order even when parallel stages add them at once (a stream that read
+    seq 12 must never see 11 commit later) and two writers never take the same number."""
+    session.execute(update(Job).where(Job.id == job.id).values(updated_at=utcnow()))
+    last = session.scalar(select(func.max(Event.seq)).where(Event.job_id == job.id))
+    event = Event(
+        tenant_id=job.tenant_id, job_id=job.id, seq=(last or 0) + 1, type=type_, data=data or {}
+    )
     session.add(event)
-    job.updated_at = utcnow()
     session.flush()
     # Open event streams are woken once this commits (storage.notify); the row is the record.
     from storage.notify import note_job_events

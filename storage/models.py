@@ -31,6 +31,9 @@ JOB_STATUSES = ("queued", "running", "approved", "needs_review", "rejected", "fa
 FINAL_JOB_STATUSES = ("approved", "needs_review", "rejected", "failed", "cancelled")
 # pending: inputs not ready; queued: sent to a queue; running: a worker holds its lease.
 STAGE_STATUSES = ("pending", "queued", "running", "done", "failed", "skipped")
+# What an API key may do. ``admin`` implies every other scope, ``write`` and ``review`` imply
+# ``read`` (``storage.keys.effective_scopes``).
+SCOPES = ("read", "write", "review", "admin")
 
 
 def new_id() -> str:
@@ -67,8 +70,21 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
+
+
+class ApiKeyScope(Base):
+    """One scope of an API key (``SCOPES``). Migration 0008 gave every key made before
+    scopes covered reading and writing the ``read`` and ``write`` rows it had implicitly."""
+
+    __tablename__ = "api_key_scopes"
+
+    key_id: Mapped[str] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class Job(Base):
@@ -174,10 +190,14 @@ class Asset(Base):
 
 
 class Event(Base):
-    __tablename__ = "events"
-    __table_args__ = (Index("ix_events_job_seq", "job_id", "seq"),)
+    """One entry of a job's feed. ``seq`` counts per job (1, 2, 3, ...): a global counter
+    would tell a tenant how busy everyone else is. ``id`` only orders rows internally."""
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __tablename__ = "events"
+    __table_args__ = (Index("uq_events_job_seq", "job_id", "seq", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(48))

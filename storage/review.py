@@ -46,13 +46,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.database import Base
-from storage.models import ApiKey, Asset, Job, Tenant, new_id, utcnow
+from storage.models import SCOPES, ApiKey, ApiKeyScope, Asset, Job, Tenant, new_id, utcnow
 from storage.webhooks import emit_review_decision
 
 ROLES = ("admin", "reviewer", "viewer")
 Role = Literal["admin", "reviewer", "viewer"]
 DECIDING_ROLES = ("admin", "reviewer")
-SCOPES = ("review", "admin")
 # Review verdicts in the order a job's verdict takes the worst of its outputs' (lineage).
 VERDICT_ORDER = ("approved", "needs_review", "rejected")
 REVIEWABLE_STATUSES = ("needs_review", "approved", "rejected")
@@ -117,18 +116,6 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-
-
-class ApiKeyScope(Base):
-    """What an API key may do beyond submitting and reading jobs (keys had no scopes before
-    the review queue; a key without rows here keeps exactly what it could do)."""
-
-    __tablename__ = "api_key_scopes"
-
-    key_id: Mapped[str] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
-    )
-    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class ReviewState(Base):
@@ -261,18 +248,6 @@ def grant_scopes(session: Session, key: ApiKey, scopes: Iterable[str]) -> None:
         if session.get(ApiKeyScope, (key.id, scope)) is None:
             session.add(ApiKeyScope(key_id=key.id, scope=scope))
     session.flush()
-
-
-def key_scopes(session: Session, key: str) -> tuple[str, frozenset[str]] | None:
-    """(the key's prefix, its scopes) for a key already verified by ``authenticate``."""
-    parts = key.split("_", 2)
-    if len(parts) != 3:
-        return None
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if row is None:
-        return None
-    scopes = session.scalars(select(ApiKeyScope.scope).where(ApiKeyScope.key_id == row.id))
-    return row.prefix, frozenset(scopes)
 
 
 # -- reasons ---------------------------------------------------------------------------------

@@ -93,6 +93,12 @@ def _fail(job_id: str, invocation_id: str, error: SkuforgeError) -> None:
             fail_run(session, job, invocation_id, error.to_dict())
 
 
+def cache_namespace(shared: bool, job: Job) -> str | None:
+    """Stage results are cached per tenant unless ``SKUFORGE_SHARED_CACHE`` says otherwise
+    (``pipeline.executor``): a tenant must not learn from a cache hit what others ran."""
+    return None if shared else job.tenant_id
+
+
 @app.task(
     bind=True,
     name="skuforge.run_stage",
@@ -114,6 +120,7 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
         invocation = plan.by_id(invocation_id)
         claim = begin_run(session, job, invocation_id, lease_s=lease_s, worker=worker)
         capture, extras = job.capture_digest or "", _extras(job)
+        namespace = cache_namespace(ctx.settings.shared_cache, job)
     if claim == "done":  # a redelivered message: make sure its dependents were sent
         send_ready(job_id)
     if claim != "run":
@@ -121,7 +128,9 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     try:
-        record = ctx.executor.run_invocation(plan, invocation_id, capture, extras)
+        record = ctx.executor.run_invocation(
+            plan, invocation_id, capture, extras, namespace=namespace
+        )
     except TransientError as exc:
         return _retry_or_fail(self, job_id, invocation, exc)
     except ModelUnavailableError as exc:
@@ -199,7 +208,12 @@ def finish_job(job_id: str) -> dict[str, Any]:
         plan = job_plan(session, job)
         capture = job.capture_digest or ""
         try:
-            result = ctx.executor.collect(plan, capture, _extras(job))
+            result = ctx.executor.collect(
+                plan,
+                capture,
+                _extras(job),
+                namespace=cache_namespace(ctx.settings.shared_cache, job),
+            )
         except SkuforgeError as exc:
             failed = set_job_status(session, job, "failed", error=exc.to_dict())
             add_event(session, job, "job_failed", exc.to_dict())

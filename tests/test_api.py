@@ -314,37 +314,14 @@ def test_downloads_etag_range_and_signed_links(api: Api) -> None:
     problem(api.client.get(expired["url"]), 403, "invalid_signature")
 
 
-def test_health_readiness_metrics_and_openapi(api: Api) -> None:
+def test_health_and_openapi(api: Api) -> None:
+    """Readiness and metrics (token, no leaks, 503s) are in tests/test_ops_endpoints.py."""
     assert api.client.get("/healthz").json() == {"status": "ok"}
-    ready = api.client.get("/readyz")
-    assert ready.status_code == 200, ready.text
-    assert all(check["ok"] for check in ready.json()["checks"].values())
-    api.post_capture(CAPTURE, sku=SKU)
-    metrics = api.client.get("/metrics").text
-    assert 'skuforge_jobs{status="queued"} 1.0' in metrics
-    assert 'skuforge_queue_depth{queue="cpu"}' in metrics
-    assert (
-        'skuforge_http_requests_total{method="POST",route="/v1/captures",status="202"}' in metrics
-    )
+    assert api.client.get("/readyz").json() == {"status": "ready"}
     spec = api.client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
     assert "/v1/captures" in spec["paths"]
     assert api.client.get("/docs").status_code == 200
-
-
-def test_readiness_reports_a_dead_broker(cluster: dict[str, str]) -> None:
-    harness = make_api(Settings(broker_url="redis://127.0.0.1:1/0"))
-    with harness.client:
-        import tasks.app
-
-        saved = tasks.app.app.conf.broker_url
-        tasks.app.app.conf.broker_url = "redis://127.0.0.1:1/0"
-        try:
-            response = harness.client.get("/readyz")
-        finally:
-            tasks.app.app.conf.broker_url = saved
-    assert response.status_code == 503
-    assert response.json()["checks"]["broker"]["ok"] is False
 
 
 def test_api_process_never_imports_torch(cluster: dict[str, str], tmp_path: Path) -> None:

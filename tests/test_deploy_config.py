@@ -3,19 +3,21 @@
 The compose file is validated against a strict model of the Compose Specification keys we
 use (an unknown or misspelt key fails), then for what the stack needs: health checks,
 Redis AOF, the GPU reservation, start order, and commands that the skuforge CLI accepts.
-The example environment must load into Settings in production mode.
+The example environment must load into Settings in production mode once its placeholder
+secret is replaced, and must be refused while it is not.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.settings import Settings, get_settings
 from service.cli import build_parser
@@ -183,11 +185,14 @@ def test_env_example_defines_what_compose_interpolates_and_loads(
         if key.startswith("SKUFORGE_"):
             monkeypatch.setenv(key, value)
     get_settings.cache_clear()
+    assert shlex.split(env["SKUFORGE_SECRET_KEY"])  # non-empty
+    with pytest.raises(ValidationError, match="SKUFORGE_SECRET_KEY"):
+        Settings()  # copied as shipped: the placeholder must not run in production
+    monkeypatch.setenv("SKUFORGE_SECRET_KEY", secrets.token_urlsafe(48))
     settings = Settings()
     assert settings.environment == "production"
     assert settings.database.url.startswith("postgresql+psycopg://")
     assert settings.broker_url == "redis://redis:6379/0"
-    assert shlex.split(env["SKUFORGE_SECRET_KEY"])  # non-empty
 
 
 def test_compose_file_is_plain_yaml_with_no_tabs() -> None:
