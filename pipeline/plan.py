@@ -562,7 +562,7 @@ class _PlanBuilder:
             memory_mb=spec.resources.memory_mb,
         )
         self.invocations.append(invocation)
-        if spec.check is not None:
+        if spec.check is not None and spec.check.applies_to(backend):
             self.pending_checks.append(_PendingCheck(invocation, spec, preset))
 
     def _inputs(

@@ -133,6 +133,12 @@ class Check:
     output: str
     label: str = "{slot}"
     preset: str | None = None
+    # only when the invocation's concrete backend matches one of these (empty: always);
+    # e.g. views are checked only when a model made them
+    backends: tuple[str, ...] = ()
+
+    def applies_to(self, backend: str) -> bool:
+        return not self.backends or any(fnmatchcase(backend, p) for p in self.backends)
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,21 @@ class ViewsParams(StrictModel):
     background: Background = "transparent"
     fill: float = Field(default=0.85, gt=0.05, le=1.0)
     format: Literal["png", "webp", "jpeg"] = "png"
+    # generative backends (pipeline/stages/views_generative.py); moderngl ignores the rest
+    backend: str = Field(
+        default="moderngl",
+        pattern=r"^(moderngl|hybrid|multiview)(:[a-z0-9][a-z0-9._-]{0,63})?$",
+        description="moderngl (procedural), hybrid[:model] (render refined by a depth "
+        "ControlNet img2img) or multiview[:model] (a multi-view diffusion model)",
+    )
+    prompt: str = Field(default="studio product photo, soft light, detailed", max_length=500)
+    negative_prompt: str = Field(default="text, watermark, blurry", max_length=500)
+    strength: float = Field(default=0.3, gt=0.0, le=1.0, description="hybrid: img2img strength")
+    steps: int = Field(default=20, ge=1, le=150)
+    guidance: float = Field(default=5.0, ge=0.0, le=30.0)
+    generation_size: int = Field(default=1024, ge=64, le=2048)
+    drift_tolerance: float = Field(default=5.0, gt=0, description="CIEDE2000, from the brand")
+    auto_approve: bool = Field(default=False, description="off: generated views go to review")
 
     @model_validator(mode="after")
     def _transparency_needs_alpha_format(self) -> ViewsParams:

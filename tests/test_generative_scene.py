@@ -50,6 +50,7 @@ def _scene(root: Path, seed: int, invocation: str = "scene.kitchen") -> tuple[by
     return result.outputs["image"].data, result.info
 
 
+@pytest.mark.slow  # tiny models on the CPU: ~15-30 s on a loaded 2-core machine
 def test_scene_keeps_product_pixels_exact_and_is_seeded(models_env: Path) -> None:
     first, info = _scene(models_env, seed=7)
     again, _ = _scene(models_env, seed=7)
@@ -75,6 +76,7 @@ def test_scene_keeps_product_pixels_exact_and_is_seeded(models_env: Path) -> Non
     assert np.abs(out[outside].astype(int) - 128).mean() > 1
 
 
+@pytest.mark.slow  # tiny models on the CPU: ~15-30 s on a loaded 2-core machine
 def test_scene_lineage_and_provenance(models_env: Path) -> None:
     data, info = _scene(models_env, seed=3)
     assert b"compositeWithTrainedAlgorithmicMedia" in data  # IPTC DigitalSourceType in XMP

@@ -30,7 +30,18 @@ from pipeline.imaging.premultiplied import over_colour, unpremultiply
 from pipeline.imaging.xmp import xmp_packet
 from pipeline.mesh.codec import decode_mesh
 from pipeline.rendering import OffscreenRenderer
-from pipeline.stage import Blob, InputSpec, OutputSpec, StageContext, StageResult, StageSpec
+from pipeline.stage import (
+    EXTRA_PREFIX,
+    Blob,
+    Check,
+    InputSpec,
+    OutputSpec,
+    Resources,
+    StageContext,
+    StageResult,
+    StageSpec,
+    json_blob,
+)
 from pipeline.version import __version__
 from sku_templates.schema import ViewsParams
 
@@ -52,7 +63,10 @@ class ViewsStage:
         name="views",
         version="1",
         params=ViewsParams,
-        inputs=(InputSpec("mesh", "shape.mesh"),),
+        inputs=(
+            InputSpec("mesh", "shape.mesh"),
+            InputSpec("logo", f"{EXTRA_PREFIX}logo", optional=True),  # the guard's logo rule
+        ),
         outputs=(
             OutputSpec(
                 "view_{index:02d}",
@@ -60,9 +74,20 @@ class ViewsStage:
                 export="views/view_{index:02d}",
                 repeat="count",
             ),
+            # generative backends only: the consistency guard (views_generative), and the front
+            # view again under a single name for the check (the same blob: stored once)
+            OutputSpec("guard", {"application/json": ".json"}),
+            OutputSpec(
+                "checked_view", {"image/png": ".png", "image/webp": ".webp", "image/jpeg": ".jpg"}
+            ),
         ),
-        backends=("moderngl",),
+        # moderngl: procedural; hybrid/multiview: generative (pipeline/stages/views_generative)
+        backends=("moderngl", "hybrid:*"),
+        backend_param="backend",
+        resources=Resources(gpu_backends=("hybrid:*",)),
         preload=("moderngl", "cv2"),
+        # generated views are validated (view_00) with the guard's rules; procedural ones not
+        check=Check("checked_view", label="views_generated", backends=("hybrid:*",)),
         optional_3d=True,
     )
 
@@ -84,6 +109,8 @@ class ViewsStage:
             )
             return _encode(pixels, params.format, xmp)
 
+        if ctx.backend.startswith(("hybrid:", "multiview:")):
+            return self._generative(mesh, meta, cameras, turns, params, ctx, inputs)
         # One worker composites and encodes view i while the renderer draws view i + 1
         # (Pillow's encoders and OpenCV release the GIL).
         with (
@@ -108,5 +135,48 @@ class ViewsStage:
                 "direction": "product turns counter-clockwise seen from above",
                 "cameras": [camera_info(c, t) for c, t in zip(cameras, turns, strict=True)],
                 "shape_backend": meta.get("backend"),
+            },
+        )
+
+    def _generative(
+        self,
+        mesh: Any,
+        meta: dict[str, Any],
+        cameras: list[Any],
+        turns: list[float],
+        params: ViewsParams,
+        ctx: StageContext,
+        inputs: Mapping[str, bytes],
+    ) -> StageResult:
+        from pipeline.imaging.codecs import decode_rgba
+        from pipeline.imaging.xmp import COMPOSITE_WITH_TRAINED
+        from pipeline.stages.views_generative import refine_views
+
+        with OffscreenRenderer(params.size, params.size) as renderer:
+            renders = [renderer.render_premultiplied(mesh, camera) for camera in cameras]
+        ctx.report(0.2, "views rendered")
+        logo = decode_rgba(inputs["logo"])[..., :3] if inputs.get("logo") else None
+        views, record, report = refine_views(renders, params, ctx, logo)
+        xmp = xmp_packet(
+            creator_tool=f"skuforge {__version__} (views: {ctx.backend})",
+            digital_source_type=COMPOSITE_WITH_TRAINED,
+        )
+        outputs = {
+            f"view_{index:02d}": Blob(_encode(view, params.format, xmp), MEDIA_TYPES[params.format])
+            for index, view in enumerate(views)
+        }
+        outputs["guard"] = json_blob(report)
+        outputs["checked_view"] = outputs["view_00"]
+        return StageResult(
+            outputs=outputs,
+            info={
+                **record,
+                "count": params.count,
+                "size": params.size,
+                "format": params.format,
+                "background": params.background,
+                "cameras": [camera_info(c, t) for c, t in zip(cameras, turns, strict=True)],
+                "shape_backend": meta.get("backend"),
+                "digital_source_type": COMPOSITE_WITH_TRAINED,
             },
         )
