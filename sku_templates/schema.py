@@ -154,6 +154,16 @@ class ViewsParams(StrictModel):
     auto_approve: bool = Field(default=False, description="off: generated views go to review")
 
     @model_validator(mode="after")
+    def _some_denoising(self) -> ViewsParams:
+        # img2img runs int(steps * strength) of its steps: zero would be no model at all
+        if self.backend.startswith("hybrid") and int(self.steps * self.strength) < 1:
+            raise ValueError(
+                f"hybrid views run int(steps x strength) denoising steps: {self.steps} x "
+                f"{self.strength} is none; raise steps or strength"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _transparency_needs_alpha_format(self) -> ViewsParams:
         if self.background == "transparent" and self.format == "jpeg":
             raise ValueError("a transparent background needs format png or webp, not jpeg")
