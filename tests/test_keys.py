@@ -5,24 +5,19 @@ uvicorn processes."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from benchmarks.service_load import free_port
 from pipeline.settings import Settings
 from service.app import create_app
+from service.cli import main as cli_main
 from storage.database import make_engine, session_factory, transaction
 from storage.jobs import create_tenant
 from storage.keys import create_key, identify
@@ -46,6 +41,10 @@ def client(cluster: dict[str, str]) -> Iterator[TestClient]:
     settings = Settings(rate_limit={"enabled": False})
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _get(client: TestClient, key: str, path: str = "/v1/jobs") -> int:
@@ -111,23 +110,17 @@ def test_an_expired_key_is_refused(cluster: dict[str, str], client: TestClient) 
     assert _get(client, live) == 200
 
 
-def test_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
+def test_cli_creates_lists_and_revokes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "service.cli", *argv, "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return done
+    def run(*argv: str) -> str:
+        assert cli_main([*argv, "--url", url]) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
 
     run("db", "upgrade")
     key = run(
         "keys", "create", "--tenant", "acme", "--scope", "read", "--expires-in", "3600"
-    ).stdout.strip()
+    ).strip()
     prefix = key.split("_")[1]
     engine = make_engine(url)
     sessions = session_factory(engine)
@@ -135,16 +128,17 @@ def test_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
         identity = identify(session, key)
         assert identity is not None and identity.scopes == {"read"}
         assert identity.expires_at is not None
-    listing = run("keys", "list", "--tenant", "acme").stdout
+    listing = run("keys", "list", "--tenant", "acme")
     assert prefix in listing and "read" in listing and key not in listing
     run("keys", "revoke", prefix)
     with sessions() as session:
         assert identify(session, key) is None
+    assert cli_main(["keys", "revoke", "nosuchkey", "--url", url]) == 1
     engine.dispose()
 
 
 def test_migration_gives_older_keys_read_and_write(tmp_path: Path) -> None:
-    from storage.migrate import alembic_config, upgrade
+    from storage.migrate import alembic_config
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     from alembic import command
@@ -164,7 +158,7 @@ def test_migration_gives_older_keys_read_and_write(tmp_path: Path) -> None:
         )
         conn.execute(text("INSERT INTO api_key_scopes (key_id, scope) VALUES ('k', 'review')"))
     raw.dispose()
-    upgrade(url)
+    command.upgrade(alembic_config(url), "0008")  # this migration, not every later head
     raw = create_engine(url)
     with raw.connect() as conn:
         scopes = conn.execute(text("SELECT scope FROM api_key_scopes WHERE key_id = 'k'"))
@@ -172,58 +166,28 @@ def test_migration_gives_older_keys_read_and_write(tmp_path: Path) -> None:
     raw.dispose()
 
 
-@contextmanager
-def api_process(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(
-        argv, env={**os.environ, **env}, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_a_revocation_reaches_every_api_process_within_a_second(
-    cluster: dict[str, str], tmp_path: Path
+    cluster: dict[str, str],
 ) -> None:
-    """Two API processes on one database; the key is verified (and cached) by both, then
-    revoked through the first. One second later the second refuses it too: its cache may
-    not trust a verified key longer than that (it trusted it for 30 s before)."""
+    """Two API apps (each with its own key cache, as two processes have) on one database;
+    the key is verified, and cached, by both, then revoked through the first. One second
+    later the second refuses it too: its cache may not trust a verified key longer than
+    that (it trusted it for 30 s before)."""
     keys = _keys(cluster["SKUFORGE_DATABASE__URL"], admin=["admin"], victim=["read", "write"])
-    with (
-        api_process(cluster, tmp_path / "a.log") as first,
-        api_process(cluster, tmp_path / "b.log") as second,
-    ):
-        victim = {"Authorization": f"Bearer {keys['victim']}"}
-        admin = {"Authorization": f"Bearer {keys['admin']}"}
-        for url in (first, second):
-            assert httpx.get(f"{url}/v1/jobs", headers=victim).status_code == 200
-        listing = httpx.get(f"{first}/v1/keys", headers=admin).json()["items"]
+    first = TestClient(create_app(), raise_server_exceptions=False)
+    second = TestClient(create_app(), raise_server_exceptions=False)
+    with first, second:
+        victim = _auth(keys["victim"])
+        for client in (first, second):
+            assert client.get("/v1/jobs", headers=victim).status_code == 200
+        listing = first.get("/v1/keys", headers=_auth(keys["admin"])).json()["items"]
         victim_id = next(k["id"] for k in listing if k["name"] == "victim")
         revoked_at = time.monotonic()
-        assert httpx.delete(f"{first}/v1/keys/{victim_id}", headers=admin).status_code == 204
-        assert httpx.get(f"{first}/v1/jobs", headers=victim).status_code == 401
+        deleted = first.delete(f"/v1/keys/{victim_id}", headers=_auth(keys["admin"]))
+        assert deleted.status_code == 204
+        assert first.get("/v1/jobs", headers=victim).status_code == 401
         time.sleep(max(0.0, revoked_at + 1.05 - time.monotonic()))
-        assert httpx.get(f"{second}/v1/jobs", headers=victim).status_code == 401
+        assert second.get("/v1/jobs", headers=victim).status_code == 401
 
 
 def test_the_key_cache_may_not_be_set_above_a_second() -> None:

@@ -57,7 +57,7 @@ class KeyCreated(KeyPublic):
     key: str = Field(description="the key itself: shown once, only its hash is stored")
 
 
-def _public(session: object, row: ApiKey, scopes: list[str]) -> KeyPublic:
+def _public(row: ApiKey, scopes: list[str]) -> KeyPublic:
     return KeyPublic(
         id=row.id,
         prefix=row.prefix,
@@ -74,7 +74,7 @@ def read_keys(key: KeyDep, context: ContextDep) -> KeyList:
     require_scope(key, "admin")
     with context.sessions() as session:
         rows = list_keys(session, key.tenant_id)
-        return KeyList(items=[_public(session, r, granted_scopes(session, r.id)) for r in rows])
+        return KeyList(items=[_public(r, granted_scopes(session, r.id)) for r in rows])
 
 
 @router.post(
@@ -88,7 +88,7 @@ def create_api_key(body: KeyCreate, key: KeyDep, context: ContextDep) -> KeyCrea
         plaintext, row = create_key(
             session, tenant, body.name, scopes=body.scopes, expires_at=expires_at
         )
-        public = _public(session, row, granted_scopes(session, row.id))
+        public = _public(row, granted_scopes(session, row.id))
     return KeyCreated(**public.model_dump(), key=plaintext)
 
 
