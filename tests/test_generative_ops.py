@@ -122,3 +122,26 @@ def test_models_pull_offline_fails_clearly(
     assert "error [model_unavailable]: could not download org/sdxl-inpaint@main" in err
     assert not (tmp_path / "sdxl-inpaint" / "skuforge-model.yaml").exists()
     assert main([*argv[:-2], "--licence", "some-eula"]) == 2
+
+
+def test_rembg_records_its_execution_provider(tmp_path: Path) -> None:
+    from pipeline.backends.rembg_models import RembgModelCache, onnx_cuda_available, resolve_model
+    from pipeline.settings import RembgSettings
+    from pipeline.stage import StageContext
+    from pipeline.stages.cutout import CutoutStage
+    from sku_templates.schema import CutoutParams
+    from tests.test_cutout import build_tiny_u2net, red_square_png
+
+    home = tmp_path / "rembg-home"
+    build_tiny_u2net(home / "tiny.onnx")
+    settings = RembgSettings(home=home, model="u2net_custom", model_file=Path("tiny.onnx"))
+    ctx = StageContext(
+        seed=0,
+        backend="rembg:u2net_custom",
+        model_revision=resolve_model(settings).revision,
+        models=RembgModelCache(settings),
+    )
+    result = CutoutStage().run({"image": red_square_png()}, CutoutParams(backend="rembg"), ctx)
+    expected = "CUDAExecutionProvider" if onnx_cuda_available() else "CPUExecutionProvider"
+    assert result.info["providers"][0] == expected
+    assert "CPUExecutionProvider" in result.info["providers"]

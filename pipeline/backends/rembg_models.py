@@ -154,12 +154,16 @@ class RembgModelCache:
             previous = os.environ.get("U2NET_HOME")
             os.environ["U2NET_HOME"] = home
             try:
-                return new_session(model.session, sess_opts=options, **kwargs)
+                session = new_session(model.session, sess_opts=options, **kwargs)
             finally:
                 if previous is None:
                     os.environ.pop("U2NET_HOME", None)
                 else:
                     os.environ["U2NET_HOME"] = previous
+        inner = getattr(session, "inner_session", None)
+        used = inner.get_providers() if inner is not None else kwargs["providers"]
+        log.info("rembg model %s revision %s runs on %s", model.session, model.revision, used)
+        return session
 
 
 def _advert(session: str, revision: str, device: str) -> dict[str, Any]:

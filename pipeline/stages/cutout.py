@@ -113,7 +113,14 @@ class CutoutStage:
                 "matte": Blob(encode_png(Image.fromarray(alpha8, "L")), "image/png"),
                 "info": json_blob(info),
             },
-            info={k: info[k] for k in ("method", "confidence", "bbox")},
+            info={
+                **{k: info[k] for k in ("method", "confidence", "bbox")},
+                **(
+                    {"providers": result.diagnostics["providers"]}
+                    if "providers" in result.diagnostics
+                    else {}
+                ),
+            },
         )
 
 
@@ -147,11 +154,14 @@ def _rembg_matte(rgb: np.ndarray, model: str, ctx: StageContext) -> MatteResult:
     window = alpha[y0:y1, x0:x1]
     undecided = float(((window > 0.1) & (window < 0.9)).mean())
     confidence = round(float(np.clip(1.0 - 4.0 * undecided, 0.0, 1.0)), 4)
+    # which onnxruntime provider ran it (CUDA on a GPU worker): into the lineage
+    inner = getattr(session, "inner_session", None)
+    providers = list(inner.get_providers()) if inner is not None else []
     return MatteResult(
         alpha=alpha,
         foreground=rgb,
         confidence=confidence,
-        diagnostics={"undecided_fraction": round(undecided, 4)},
+        diagnostics={"undecided_fraction": round(undecided, 4), "providers": providers},
     )
 
 
