@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.backends.selection import settings_backend_resolver
 from pipeline.executor import InProcessExecutor
 from pipeline.plan import build_plan
-from pipeline.settings import RembgSettings, Settings
+from pipeline.settings import RembgSettings, Settings, get_settings
 from service.app import create_app
 from sku_templates import Template
 from storage import LocalArtifactStore
@@ -40,7 +40,8 @@ from storage.keys import create_key
 from storage.models import ApiKey, Asset, Job
 from storage.review import create_user
 from storage.webhooks import WebhookEndpoint, create_endpoint, emit, secret_box
-from tests.conftest import EXAMPLE_CAPTURE
+from tests.api_harness import make_api
+from tests.conftest import EXAMPLE_CAPTURE, start_worker, stop_worker, wait_for
 
 ALL_SCOPES = ["read", "write", "review", "admin"]
 A_SKU = "A-ONLY-SKU-7f3e"
@@ -339,3 +340,60 @@ def test_concurrent_writers_number_one_job_without_gaps_or_twins(
         list(pool.map(writer, range(4)))
     with sessions() as session:
         assert [e.seq for e in events_after(session, tenant.id, job.id)] == list(range(1, 41))
+
+
+TINY_TEMPLATE = """name: tinyshot
+description: one small packshot
+stages:
+  cutout:
+    backend: classical
+  packshots:
+    slots:
+      - name: main
+        width: 96
+        height: 96
+        background: "#FFFFFF"
+        fill: 0.8
+        format: png
+"""
+
+
+@pytest.mark.slow
+def test_through_the_api_tenant_b_gets_no_cache_hit_on_tenant_as_photo(
+    cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's probe: B re-uploading A's photo saw ``cache_hit: true`` on 6 stages."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "tinyshot.yaml").write_text(TINY_TEMPLATE)
+    monkeypatch.setenv("SKUFORGE_TEMPLATE_DIR", str(templates))
+    get_settings.cache_clear()
+    env = {**cluster, "SKUFORGE_TEMPLATE_DIR": str(templates)}
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    api = make_api(Settings(rate_limit={"enabled": False}))
+    try:
+        with api.client:
+
+            def run(key: str) -> list[bool]:
+                submitted = api.post_capture(
+                    EXAMPLE_CAPTURE.read_bytes(), key=key, template="tinyshot"
+                )
+                assert submitted.status_code == 202, submitted.text
+                url = f"/v1/jobs/{submitted.json()['id']}"
+
+                def done() -> bool:
+                    status = api.client.get(url, headers=api.headers(key)).json()["status"]
+                    return status in {"approved", "needs_review", "rejected", "failed"}
+
+                wait_for(done, 240, f"{url}; worker log:\n{log.read_text()[-2000:]}")
+                job = api.client.get(url, headers=api.headers(key)).json()
+                assert job["status"] != "failed", job
+                return [stage["cache_hit"] for stage in job["stages"]]
+
+            first = run(api.key_a)
+            assert first and not any(first)
+            assert not any(run(api.key_b))  # same bytes, other tenant: computed afresh
+            assert all(run(api.key_a))  # A's own repeat reuses everything
+    finally:
+        stop_worker(worker)
