@@ -21,6 +21,13 @@ MIN_SECRET_CHARS = 32
 # Words that mark a value copied from an example rather than generated: production refuses
 # a secret containing one (``.env.example`` ships "CHANGE-ME-..."), whatever its length.
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
+MIN_OPS_TOKEN_CHARS = 24
+
+
+def _looks_unsafe(value: str, min_chars: int) -> bool:
+    """Too short to be random, or a value copied from an example."""
+    lowered = value.lower()
+    return len(value) < min_chars or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
 
 
 def _default_data_dir() -> Path:
@@ -309,17 +316,19 @@ class Settings(BaseSettings):
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
             secret = self.secret_key.get_secret_value()
-            lowered = secret.lower()
-            if (
-                secret == DEV_SECRET
-                or len(secret) < MIN_SECRET_CHARS
-                or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
-            ):
+            if secret == DEV_SECRET or _looks_unsafe(secret, MIN_SECRET_CHARS):
                 raise ValueError(
                     f"SKUFORGE_SECRET_KEY must be set to a random value of at least "
                     f"{MIN_SECRET_CHARS} characters when SKUFORGE_ENVIRONMENT=production (not "
                     "the development secret nor the .env.example placeholder); e.g. "
                     "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+            token = self.api.ops_token
+            if token is not None and _looks_unsafe(token.get_secret_value(), MIN_OPS_TOKEN_CHARS):
+                raise ValueError(
+                    f"SKUFORGE_API__OPS_TOKEN must be a random value of at least "
+                    f"{MIN_OPS_TOKEN_CHARS} characters (not a placeholder) in production, or "
+                    "unset (then /metrics is off)"
                 )
         if self.rembg.model in {"u2net_custom", "dis_custom"} and self.rembg.model_file is None:
             raise ValueError(

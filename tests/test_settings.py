@@ -47,6 +47,18 @@ def test_production_refuses_placeholder_secrets(
     assert Settings().secret_key.get_secret_value() == placeholder  # only production refuses
 
 
+def test_production_refuses_a_placeholder_ops_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKUFORGE_ENVIRONMENT", "production")
+    monkeypatch.setenv("SKUFORGE_SECRET_KEY", "k" * 40)
+    assert Settings().api.ops_token is None  # unset is fine: /metrics is off
+    for token in ("CHANGE-ME-ops-token", "short"):
+        monkeypatch.setenv("SKUFORGE_API__OPS_TOKEN", token)
+        with pytest.raises(ValidationError, match="OPS_TOKEN"):
+            Settings()
+    monkeypatch.setenv("SKUFORGE_API__OPS_TOKEN", "t" * 32)
+    assert Settings().api.ops_token is not None
+
+
 def test_rate_limit_takes_one_limit() -> None:
     assert Settings(rate_limit={"per_tenant": "20/second"}).rate_limit.per_tenant == "20/second"
     with pytest.raises(ValidationError):
