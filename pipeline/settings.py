@@ -213,6 +213,34 @@ WEBHOOK_SPEC_SCHEDULE_S = (
 )
 
 
+class DispatchSettings(BaseModel):
+    """Admission of jobs and the reconciler (``storage.admission``, ``tasks.reconcile``)."""
+
+    tenant_max_in_flight: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="per tenant: jobs with messages in the broker at once; the others wait "
+        "in the database and start as these finish, so one tenant's backlog never holds "
+        "up another's jobs",
+    )
+    reconcile_s: float = Field(
+        default=10.0, gt=0, le=300, description="how often beat sends the reconciler"
+    )
+    outbox_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="an outbox message still unsent this long after its commit (the broker "
+        "was down) is sent by the reconciler",
+    )
+    queued_resend_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="a stage queued this long without a worker taking it is sent again "
+        "(its message may be lost; a broker restarted empty is detected at once)",
+    )
+
+
 class WebhookSettings(BaseModel):
     """Outbound webhooks (Standard Webhooks 1.0): retry schedule, timeouts, secret rotation."""
 
@@ -311,6 +339,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -5,8 +5,15 @@ typed error and leaves no job behind. ``auto`` backends resolve against what liv
 advertise (``service.model_resolution``), and the whole plan is pinned: stored with the
 job (``plans`` table, by digest), it is what every worker runs. A revision starts from its
 parent's pinned plan: the parent's template content and backend choices, with only what
-the request changes. The capture (and the brand logo) are stored as blobs first; the job
-row is committed before ``start_job`` is sent, so a worker always finds it.
+the request changes. The capture (and the brand logo) are stored as blobs first.
+
+The job's first message goes through the outbox (``storage.outbox``): it is a row written
+in the job's own transaction and sent after the commit by this process's background sender
+(``service.message_sender``), so a submit during a broker outage answers 202 and the job
+runs when the broker is back (the reconciler sends what is still unsent); an idempotent
+retry replays a job that will run, never a dead one. A tenant holding all its in-flight
+slots (``storage.admission``) gets its job recorded ``waiting``, with no message: it
+starts when one of the tenant's jobs finishes.
 
 A URL capture (``submit_url_capture``) is recorded the same way but without its bytes: the
 plan does not depend on them, so it is pinned now, the job keeps ``source_url`` with
@@ -18,9 +25,9 @@ HTTP request ever waits on someone else's server.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.jobspec import JobSpec, build_job_plan
@@ -28,17 +35,28 @@ from pipeline.pinning import pinned_content
 from pipeline.plan import Plan
 from pipeline.settings import Settings
 from pipeline.store_payloads import job_request
+from service.message_sender import message_sender
 from service.model_resolution import registry_resolver
 from sku_templates import Template
 from storage import LocalArtifactStore
+from storage.admission import FETCH_CAPTURE, admit
 from storage.database import transaction
 from storage.jobs import add_event, create_job
 from storage.models import Job
+from storage.outbox import Outgoing, install_relay
 from storage.plans import store_plan
-from tasks.app import app as celery_app
 
-FETCH_CAPTURE = "skuforge.fetch_capture"
+__all__ = ["FETCH_CAPTURE", "Submission", "submit_capture", "submit_url_capture"]
 log = logging.getLogger(__name__)
+
+
+def _relay(message: Outgoing, mark_sent: Callable[[], None]) -> None:
+    """Outbox rows committed in this process leave on the background sender's thread, so
+    no request waits on the broker; a row it drops waits for the reconciler."""
+    message_sender().submit(message.task, message.args, queue_name=message.queue, on_sent=mark_sent)
+
+
+install_relay(_relay)
 
 
 class Submission(NamedTuple):
@@ -89,9 +107,11 @@ def _record_job(
     source_url: str | None,
     source: dict[str, Any] | None,
     event: dict[str, Any],
+    max_in_flight: int,
 ) -> tuple[Job, bool]:
-    """The job row with its pinned plan and ``job_queued`` event, in one transaction; an
-    idempotent repeat returns the first job untouched."""
+    """The job row with its pinned plan, ``job_queued`` event and first message (in the
+    outbox, if the tenant has a free slot), in one transaction; an idempotent repeat
+    returns the first job untouched."""
     with transaction(sessions) as session:
         job, created = create_job(
             session,
@@ -114,6 +134,7 @@ def _record_job(
                 "job_queued",
                 {"stages": [i.id for i in plan.invocations], **event},
             )
+            admit(session, job, max_in_flight)
     return job, created
 
 
@@ -153,13 +174,8 @@ def submit_capture(
         source_url=source_url,
         source=source,
         event=dict(audit or {}),
+        max_in_flight=settings.dispatch.tenant_max_in_flight,
     )
-    if created:
-        # One small message; a worker creates the stage rows and sends what can start.
-        # ignore_result: the API never waits on it, so no result listener is set up.
-        celery_app.send_task(
-            "skuforge.start_job", args=[job.id], queue="default", ignore_result=True
-        )
     return Submission(job, created, plan)
 
 
@@ -175,17 +191,12 @@ def submit_url_capture(
     request_hash: str | None = None,
     source: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
-    send: bool = True,
-    fetch_queue: str = "default",
 ) -> Submission:
     """A job whose capture a worker fetches from ``url``: pinned and recorded now (with
-    ``capture_digest`` NULL), ``fetch_capture`` sent after the commit. Check the URL's
-    syntax first (``pipeline.safe_fetch.check_url``); the worker checks everything again.
-
-    ``send=False`` leaves the message to the caller (``send_fetch_capture``), e.g. to send
-    a batch's messages together; a job whose message never goes out is re-sent by the
-    reconciler. ``store`` is unused (the capture is not here yet) but kept so the two
-    submit functions take the same leading arguments."""
+    ``capture_digest`` NULL), ``fetch_capture`` in the outbox. Check the URL's syntax first
+    (``pipeline.safe_fetch.check_url``); the worker checks everything again. ``store`` is
+    unused (the capture is not here yet) but kept so the two submit functions take the
+    same leading arguments."""
     del store
     plan, pinned = _pin(sessions, settings, spec, None, audit, tenant_id)
     job, created = _record_job(
@@ -201,9 +212,8 @@ def submit_url_capture(
         source_url=url,
         source=source,
         event={"source_url": url, **(audit or {})},
+        max_in_flight=settings.dispatch.tenant_max_in_flight,
     )
-    if created and send:
-        send_fetch_capture(job.id, queue=fetch_queue)
     return Submission(job, created, plan)
 
 
@@ -221,16 +231,3 @@ def pin_job_request(
     thread holding two pooled connections at once can starve the pool)."""
     plan, pinned = _pin(sessions, settings, spec, None, audit)
     return pinned, job_request(plan, spec, audit or {})
-
-
-def send_fetch_capture(job_id: str, *, queue: str = "default") -> bool:
-    """Ask a worker to fetch the job's capture; False (logged) when the broker is down: the
-    job is recorded, and the reconciler sends the message once the broker is back."""
-    try:
-        celery_app.send_task(
-            FETCH_CAPTURE, args=[job_id], queue=queue, ignore_result=True, retry=False
-        )
-    except (OperationalError, OSError) as exc:
-        log.warning("fetch_capture for job %s not sent (the reconciler will): %s", job_id, exc)
-        return False
-    return True

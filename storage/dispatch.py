@@ -12,6 +12,13 @@ reconciler sends again).
 Readiness is checked in a transaction that starts after the caller's own ``done`` commit,
 so of two stages finishing together at least the later one sees both done (read
 committed on PostgreSQL, serialised writers on SQLite).
+
+A run's lease names its worker and the Celery message (``task_id``) holding it. The same
+message redelivered (its worker died: ``reject_on_worker_lost``, or a cold shutdown) takes
+the run over at once; the reconciler moves a run whose worker stopped heartbeating back to
+``queued`` (``requeue_orphans``) and sends it again, within a minute of the last heartbeat
+rather than after the lease. ``finish_run`` records a run once, so a stage computed twice
+(its "dead" worker was only slow) leaves one ``stage_finished`` event.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.admission import release
 from storage.batches import job_finished
 from storage.jobs import add_event
-from storage.models import FINAL_JOB_STATUSES, Job, StageRun, utcnow
+from storage.models import FINAL_JOB_STATUSES, Job, StageRun, Worker, utcnow
 from storage.webhooks import emit_job_failed
 
 RunClaim = Literal["run", "done", "busy", "not_ready", "stopped"]
@@ -59,8 +67,10 @@ def set_job_status(
     )
     session.refresh(job)
     won = _rowcount(result) == 1
-    if won and job.batch_id is not None and status in FINAL_JOB_STATUSES:
-        job_finished(session, job)  # the batch row's slot is freed with the final status
+    if won and status in FINAL_JOB_STATUSES:
+        if job.batch_id is not None:
+            job_finished(session, job)  # the batch row's slot is freed with the final status
+        release(session, job)  # its admission slot passes to the tenant's next waiting job
     return won
 
 
@@ -143,10 +153,12 @@ def begin_run(
     *,
     lease_s: float,
     worker: str,
+    task_id: str | None = None,
 ) -> RunClaim:
     """Take the invocation's lease, or say why not: ``done`` (finished before: a redelivered
     message), ``busy`` (another worker holds a live lease), ``not_ready`` (not queued),
-    ``stopped`` (the job was cancelled or failed)."""
+    ``stopped`` (the job was cancelled or failed). A lease held by ``task_id`` itself is
+    taken over: the broker only hands a message out again once its worker is gone."""
     if job.status in FINAL_JOB_STATUSES:
         return "stopped"
     now = utcnow()
@@ -158,6 +170,11 @@ def begin_run(
             or_(
                 StageRun.status == "queued",
                 and_(StageRun.status == "running", StageRun.lease_until < now),
+                and_(
+                    StageRun.status == "running",
+                    StageRun.task_id.is_not(None),
+                    StageRun.task_id == task_id,
+                ),
             ),
         )
         .values(
@@ -166,6 +183,7 @@ def begin_run(
             started_at=now,
             lease_until=now + timedelta(seconds=lease_s),
             worker=worker,
+            task_id=task_id,
         )
         .execution_options(synchronize_session=False)
     )
@@ -214,8 +232,11 @@ def finish_run(
     cpu_s: float,
     gpu_s: float | None,
     device: str | None,
-) -> None:
+) -> bool:
+    """Record the run done, once: False (nothing written) when it was recorded before."""
     run = _run(session, job.id, invocation_id)
+    if run.status in ("done", "failed"):
+        return False
     run.status, run.finished_at, run.lease_until = "done", utcnow(), None
     run.cache_key, run.cache_hit = cache_key, cache_hit
     run.wall_s, run.cpu_s, run.gpu_s, run.device = wall_s, cpu_s, gpu_s, device
@@ -225,6 +246,7 @@ def finish_run(
         "stage_finished",
         {"stage": invocation_id, "cache_hit": cache_hit, "wall_s": round(wall_s, 4)},
     )
+    return True
 
 
 def release_run(session: Session, job: Job, invocation_id: str, reason: str) -> None:
@@ -238,6 +260,8 @@ def release_run(session: Session, job: Job, invocation_id: str, reason: str) -> 
 def fail_run(session: Session, job: Job, invocation_id: str, error: dict[str, Any]) -> None:
     """The stage failed for good: so does the job (unless it was cancelled meanwhile)."""
     run = _run(session, job.id, invocation_id)
+    if run.status == "done":  # another worker finished it meanwhile: its result stands
+        return
     run.status, run.finished_at, run.error, run.lease_until = "failed", utcnow(), error, None
     if set_job_status(session, job, "failed", error={**error, "stage": invocation_id}):
         add_event(session, job, "stage_failed", {"stage": invocation_id, **error})
@@ -257,3 +281,77 @@ def resendable(session: Session, job_id: str, now: datetime | None = None) -> li
         ),
     )
     return list(session.scalars(query))
+
+
+class OwedRun(NamedTuple):
+    job_id: str
+    invocation_id: str
+
+
+def requeue_orphans(
+    session: Session, *, heartbeat_before: datetime, started_before: datetime
+) -> list[OwedRun]:
+    """Move back to ``queued`` every ``running`` run (started before ``started_before``)
+    whose worker is gone: its registry row stopped, beat last before ``heartbeat_before``,
+    is missing, or was restarted (same name, new process) after the run began. Returns
+    them, for the caller to send again after its commit."""
+    query = (
+        select(StageRun.job_id, StageRun.invocation_id, StageRun.worker)
+        .outerjoin(Worker, Worker.name == StageRun.worker)
+        .where(
+            StageRun.status == "running",
+            StageRun.started_at < started_before,
+            or_(
+                Worker.name.is_(None),
+                Worker.stopped_at.is_not(None),
+                Worker.heartbeat_at < heartbeat_before,
+                Worker.started_at > StageRun.started_at,
+            ),
+        )
+    )
+    moved = []
+    now = utcnow()
+    for job_id, invocation_id, worker in session.execute(query).all():
+        result = session.execute(
+            update(StageRun)
+            .where(
+                StageRun.job_id == job_id,
+                StageRun.invocation_id == invocation_id,
+                StageRun.status == "running",
+                StageRun.worker == worker,
+            )
+            .values(status="queued", lease_until=None, task_id=None, queued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(result) == 1:
+            moved.append(OwedRun(str(job_id), str(invocation_id)))
+    return moved
+
+
+def stale_queued(session: Session, *, queued_before: datetime, limit: int = 1000) -> list[OwedRun]:
+    """``queued`` runs whose message went out before ``queued_before`` and that no worker
+    took since: their message may be lost (Redis restarted empty). Their ``queued_at``
+    moves to now, so each is re-sent once per period, not on every pass."""
+    rows = session.execute(
+        select(StageRun.job_id, StageRun.invocation_id)
+        .where(StageRun.status == "queued", StageRun.queued_at < queued_before)
+        .order_by(StageRun.queued_at)
+        .limit(limit)
+    ).all()
+    now = utcnow()
+    owed = []
+    for job_id, invocation_id in rows:
+        result = session.execute(
+            update(StageRun)
+            .where(
+                StageRun.job_id == job_id,
+                StageRun.invocation_id == invocation_id,
+                StageRun.status == "queued",
+                StageRun.queued_at < queued_before,
+            )
+            .values(queued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(result) == 1:
+            owed.append(OwedRun(str(job_id), str(invocation_id)))
+    return owed

@@ -128,6 +128,10 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     # Set once, by whichever worker saw the last stage finish: finish_job is sent once.
     finish_queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # Per-tenant admission (``storage.admission``): ``waiting`` for one of the tenant's
+    # in-flight slots (no broker message yet), ``admitted`` (holds a slot until its final
+    # status); NULL for jobs that never took a slot (batch rows have their own slots).
+    admission: Mapped[str | None] = mapped_column(String(8), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -156,6 +160,9 @@ class StageRun(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     queue: Mapped[str | None] = mapped_column(String(32), default=None)
     worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The Celery message holding the lease: a redelivery of that same message (its worker
+    # died) may take the stage over at once instead of waiting for the lease to expire.
+    task_id: Mapped[str | None] = mapped_column(String(64), default=None)
     device: Mapped[str | None] = mapped_column(String(32), default=None)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     # A running stage belongs to one worker until this time (the stage's hard time limit):

@@ -56,6 +56,7 @@ from sqlalchemy import (
     event,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column, relationship
@@ -122,6 +123,9 @@ class WebhookEndpoint(Base):
     )
 
 
+ONCE_PER_SUBJECT = "event_type IN ('job.completed', 'job.failed')"
+
+
 class WebhookMessage(Base):
     """One event for one endpoint: the outbox row, and its delivery state."""
 
@@ -130,6 +134,17 @@ class WebhookMessage(Base):
         Index("ix_webhook_messages_due", "status", "next_attempt_at"),
         Index("ix_webhook_messages_endpoint", "endpoint_id", "created_at", "id"),
         Index("ix_webhook_messages_tenant_status", "tenant_id", "status", "finished_at"),
+        # A job ends once: its job.completed / job.failed is one message per endpoint, even
+        # if a retried or redelivered task reached the emit twice (migration 0009).
+        Index(
+            "uq_webhook_messages_job_outcome",
+            "endpoint_id",
+            "event_type",
+            "subject_id",
+            unique=True,
+            sqlite_where=text(ONCE_PER_SUBJECT),
+            postgresql_where=text(ONCE_PER_SUBJECT),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_message_id)

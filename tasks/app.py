@@ -2,7 +2,9 @@
 
 Queues: ``cpu`` (procedural stages), ``gpu`` (model backends: one task at a time per GPU
 worker, solo pool), ``default`` (job bookkeeping), ``bulk`` (catalogue imports), ``webhooks``
-(outbound webhook deliveries, ``tasks.webhooks``). Tasks are idempotent through the stage
+(outbound webhook deliveries, ``tasks.webhooks``), ``control`` (the reconciler: its own
+queue, so a backlog of thousands of jobs on ``default`` never delays the task that repairs
+them; consumed by the ``control`` worker next to beat). Tasks are idempotent through the stage
 cache, so they are acknowledged late and re-queued when a worker dies; prefetch is 1 so a
 long stage never holds other tasks hostage. The broker's visibility timeout is above the
 longest stage's hard time limit, or Redis would hand a still-running task to a second
@@ -15,13 +17,23 @@ from typing import TYPE_CHECKING
 
 from celery import Celery
 from kombu.entity import Queue
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline.settings import get_settings
 
 if TYPE_CHECKING:
     from pipeline.plan import Invocation
 
-QUEUES = ("default", "cpu", "gpu", "bulk", "webhooks")
+QUEUES = ("default", "cpu", "gpu", "bulk", "webhooks", "control")
+# The database went away (a restart, a failover) in the middle of a task: the task is
+# retried with backoff instead of failing, which would acknowledge and so drop its message.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+RETRY_WHILE_DATABASE_DOWN = {
+    "autoretry_for": DATABASE_DOWN,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+}
 
 app = Celery(
     "skuforge",
@@ -50,6 +62,7 @@ def configure(celery: Celery) -> None:
         task_routes={
             "skuforge.deliver_webhooks": {"queue": "webhooks"},
             "skuforge.sweep_webhooks": {"queue": "webhooks"},
+            "skuforge.reconcile": {"queue": "control"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -8,16 +8,21 @@ database (``storage.dispatch``), committed first, so nothing is sent twice and a
 between claim and send leaves a ``queued`` row the reconciler sends again.
 
 Messages are sent by task name (``send_task``) so this module does not import the task
-modules that import it.
+modules that import it. Messages written to the outbox (``storage.outbox``: a job's first
+message, written with the job or when its admission slot frees) leave through
+``send_outgoing`` right after their commit, in the worker that committed them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
 from pipeline.plan import Invocation, Plan
 from storage.dispatch import PlannedRun, claim_finish, claim_ready, ensure_stage_runs
 from storage.models import FINAL_JOB_STATUSES, Job
+from storage.outbox import Outgoing, install_relay
 from tasks.app import app, queue_for
 from tasks.pinned_plans import job_plan
 from tasks.worker_context import worker_context
@@ -45,6 +50,22 @@ def send_stage(job_id: str, invocation: Invocation, *, bulk: bool = False) -> No
 
 def send_finish(job_id: str) -> None:
     app.send_task(FINISH_JOB, args=[job_id], queue="default")
+
+
+def send_outgoing(message: Outgoing) -> None:
+    """Send one outbox row now (raises if the broker refuses it)."""
+    app.send_task(
+        message.task, args=message.args, queue=message.queue, ignore_result=True, retry=False
+    )
+
+
+def _relay(message: Outgoing, mark_sent: Callable[[], None]) -> None:
+    send_outgoing(message)
+    mark_sent()
+
+
+# Workers relay their own commits; the API process installs its background sender instead.
+install_relay(_relay, replace=False)
 
 
 def prepare(session: Session, job: Job) -> Plan:

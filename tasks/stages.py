@@ -14,6 +14,7 @@ fails with ``model_unavailable``; any other error fails the job with its typed c
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Any
 
@@ -37,11 +38,13 @@ from storage.jobs import add_event, record_outputs
 from storage.models import FINAL_JOB_STATUSES, Job
 from storage.webhooks import emit_job_failed, emit_job_finished
 from storage.workers import advertised_models, live_workers
-from tasks.app import app, queue_for
+from tasks.app import DATABASE_DOWN, RETRY_WHILE_DATABASE_DOWN, app, queue_for
 from tasks.dispatch import prepare, send_ready
 from tasks.pinned_plans import job_plan
 from tasks.review_summary import record_job_review
 from tasks.worker_context import worker_context
+
+_STORE_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _active_job(session: Session, job_id: str) -> Job | None:
@@ -54,7 +57,13 @@ def _extras(job: Job) -> dict[str, str]:
     return dict((job.params or {}).get("extras") or {})
 
 
-@app.task(name="skuforge.start_job", acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name="skuforge.start_job",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=20,
+    **RETRY_WHILE_DATABASE_DOWN,
+)
 def start_job(job_id: str) -> str:
     """Create the job's stage rows from its pinned plan and send what can start."""
     ctx = worker_context()
@@ -105,6 +114,7 @@ def cache_namespace(shared: bool, job: Job) -> str | None:
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # counted against SKUFORGE_STAGE_RETRIES below
+    **RETRY_WHILE_DATABASE_DOWN,
 )
 def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
     ctx = worker_context()
@@ -118,7 +128,9 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
             return {"invocation": invocation_id, "skipped": "gone"}
         plan = job_plan(session, job)
         invocation = plan.by_id(invocation_id)
-        claim = begin_run(session, job, invocation_id, lease_s=lease_s, worker=worker)
+        claim = begin_run(
+            session, job, invocation_id, lease_s=lease_s, worker=worker, task_id=self.request.id
+        )
         capture, extras = job.capture_digest or "", _extras(job)
         namespace = cache_namespace(ctx.settings.shared_cache, job)
     if claim == "done":  # a redelivered message: make sure its dependents were sent
@@ -142,6 +154,13 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
     except SkuforgeError as exc:  # a typed input error, or a stage bug the executor wrapped
         _fail(job_id, invocation_id, exc)
         return {"invocation": invocation_id, "error": exc.to_dict()}
+    except OSError as exc:
+        if exc.errno not in _STORE_FULL:
+            raise
+        # The store's disk is full: no partial blob was kept (storage.blobs writes a temp
+        # file and renames it), and the stage is retried with backoff until space returns.
+        full = TransientError(f"stage {invocation_id}: the artifact store is full: {exc}")
+        return _retry_or_fail(self, job_id, invocation, full)
     except Exception as raw:  # a bug outside the stage (store, decoding a manifest)
         error = StageFailedError(
             f"stage {invocation_id} failed: {type(raw).__name__}: {raw}", stage=invocation_id
@@ -196,7 +215,14 @@ def _record_done(job_id: str, invocation: Invocation, record: StageRecord, wall:
         )
 
 
-@app.task(name="skuforge.finish_job", acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name="skuforge.finish_job",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=20,
+    # also OSError: the lineage blob is written to the store, whose disk may be full
+    **{**RETRY_WHILE_DATABASE_DOWN, "autoretry_for": (*DATABASE_DOWN, OSError)},
+)
 def finish_job(job_id: str) -> dict[str, Any]:
     """After the last stage: lineage manifest, asset rows (once), the job's verdict. Reads
     the stored outputs of the pinned plan; never computes."""

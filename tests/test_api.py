@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import service.signing
 from pipeline.settings import Settings
 from tests.api_harness import Api, make_api
 from tests.conftest import EXAMPLE_CAPTURE, start_worker, stop_worker, wait_for
@@ -289,7 +290,7 @@ def test_brand_rules_are_versioned_per_tenant(api: Api) -> None:
     problem(api.post_capture(CAPTURE, sku=SKU, brand="Nobody"), 404, "unknown_brand")
 
 
-def test_downloads_etag_range_and_signed_links(api: Api) -> None:
+def test_downloads_etag_range_and_signed_links(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     digest = api.post_capture(CAPTURE, sku=SKU).json()["capture_digest"]
     url = f"/v1/assets/{digest}"
     full = api.client.get(url, headers=api.headers())
@@ -310,7 +311,9 @@ def test_downloads_etag_range_and_signed_links(api: Api) -> None:
     tampered = base + "sig=" + ("1" if sig[0] == "0" else "0") + sig[1:]
     problem(api.client.get(tampered), 403, "invalid_signature")
     expired = api.client.post(f"{url}/share", headers=api.headers(), params={"ttl_s": 1}).json()
-    time.sleep(2.1)
+    assert api.client.get(expired["url"]).status_code == 200
+    now = time.time()
+    monkeypatch.setattr(service.signing, "clock", lambda: now + 2.1)  # no sleeping
     problem(api.client.get(expired["url"]), 403, "invalid_signature")
 
 

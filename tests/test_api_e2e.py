@@ -6,6 +6,7 @@ in-process CLI run, and a revision recomputes only what its override touches."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,19 @@ def test_upload_to_approved_outputs_match_the_cli(
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["id"]
 
-    # The event stream follows the job until it ends, then closes by itself.
-    stream = api.client.get(f"/v1/jobs/{job_id}/events", headers=api.headers())
-    events = sse_events(stream.text)
+    # The event stream follows the job until it ends, then closes by itself: read on a
+    # thread with a deadline, so a stream that never closes fails the test, not hangs it.
+    read: list[Any] = []
+    reader = threading.Thread(
+        target=lambda: read.append(
+            api.client.get(f"/v1/jobs/{job_id}/events", headers=api.headers())
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(300)
+    assert read, f"the event stream did not close; worker log:\n{log.read_text()[-3000:]}"
+    events = sse_events(read[0].text)
     kinds = [e["event"] for e in events]
     assert kinds[0] == "job_queued" and kinds[-1] == "job_finished", kinds
     assert "stage_started" in kinds and "stage_finished" in kinds

@@ -24,7 +24,16 @@ from service.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-LONG_RUNNING = {"redis", "postgres", "api", "worker-cpu", "worker-gpu", "beat", "flower"}
+LONG_RUNNING = {
+    "redis",
+    "postgres",
+    "api",
+    "worker-cpu",
+    "worker-gpu",
+    "worker-control",
+    "beat",
+    "flower",
+}
 
 
 class Strict(BaseModel):
@@ -135,7 +144,7 @@ def test_start_order(compose: Compose) -> None:
         "service_completed_successfully"
     )
     assert compose.services["api"].depends_on["postgres"].condition == "service_healthy"
-    for worker in ("worker-cpu", "worker-gpu", "beat"):
+    for worker in ("worker-cpu", "worker-gpu", "worker-control", "beat"):
         assert compose.services[worker].depends_on["redis"].condition == "service_healthy"
 
 

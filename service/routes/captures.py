@@ -27,10 +27,9 @@ from pipeline.stages.ingest import check_capture
 from service.client_json import BoundedJsonRoute, check_json_bounds, parse_json_field
 from service.deps import ApiContext, ContextDep, TenantDep
 from service.job_views import job_public, job_url, new_job_public
-from service.message_sender import message_sender
 from service.problems import ProblemError
 from service.schemas import CaptureJson, JobPublic
-from service.submission import FETCH_CAPTURE, submit_capture, submit_url_capture
+from service.submission import submit_capture, submit_url_capture
 from sku_templates import Sku
 from storage.brands import latest_brand_rules
 from storage.jobs import get_job
@@ -250,10 +249,8 @@ def submit_url(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         audit=audit,
-        send=False,
     )
-    if created:
-        message_sender().submit(FETCH_CAPTURE, [job.id])
+    if created:  # fetch_capture leaves through the outbox, after the commit
         return new_job_public(job, [i.id for i in plan.invocations]), True
     with context.sessions() as session:
         current = get_job(session, tenant.id, job.id)
