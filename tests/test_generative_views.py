@@ -19,7 +19,7 @@ from pipeline.stage import StageContext
 from pipeline.stages.validate import ValidateParams, ValidateStage
 from tests.generative_fixtures import run_stage
 from tests.test_export3d import mesh_bytes
-from tests.tiny_diffusers import build_hybrid_model
+from tests.tiny_diffusers import build_hybrid_model, build_multiview_model
 
 PARAMS = {
     "backend": "hybrid",
@@ -37,6 +37,7 @@ PARAMS = {
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     build_hybrid_model(root)
+    build_multiview_model(root)  # its pipeline class is the pipeline.py inside its folder
     return root
 
 
@@ -49,9 +50,14 @@ def models_env(models_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     get_settings.cache_clear()
 
 
-def _views(root: Path, seed: int) -> tuple[dict[str, bytes], dict]:
+def _views(root: Path, seed: int, **params: object) -> tuple[dict[str, bytes], dict]:
     result = run_stage(
-        "views", {"mesh": mesh_bytes()}, PARAMS, root=root, seed=seed, invocation="views"
+        "views",
+        {"mesh": mesh_bytes()},
+        {**PARAMS, **params},
+        root=root,
+        seed=seed,
+        invocation="views",
     )
     return {k: v.data for k, v in result.outputs.items()}, result.info
 
@@ -73,6 +79,22 @@ def test_hybrid_views_are_seeded_and_keep_the_render_outline(models_env: Path) -
     guard = json.loads(first["guard"])
     assert set(guard["views"]) == {"view_00", "view_01"}
     assert "generative_review" in guard["failed"]  # generated views go to review by default
+
+
+@pytest.mark.slow  # tiny models on the CPU: ~10-20 s on a loaded 2-core machine
+def test_multiview_maps_model_cameras_to_template_views(models_env: Path) -> None:
+    first, info = _views(models_env, seed=5, backend="multiview", count=4)
+    again, _ = _views(models_env, seed=5, backend="multiview", count=4)
+    other, _ = _views(models_env, seed=9, backend="multiview", count=4)
+    assert first == again and first["view_01"] != other["view_01"]
+    assert info["model"] == "tiny-multiview" and info["licence"] == "cc-by-nc-4.0"
+    assert info["pipeline"] == "DiffusionPipeline"  # the class came from the folder's file
+    mapping = {m["view"]: (m["camera"], m["azimuth_off"]) for m in info["camera_mapping"]}
+    assert mapping == {"view_00": (0, 0), "view_01": (1, 0), "view_02": (2, 0), "view_03": (3, 0)}
+    _, three = _views(models_env, seed=5, backend="multiview", count=3)
+    offs = [(m["camera"], m["azimuth_off"]) for m in three["camera_mapping"]]
+    assert offs == [(0, 0), (1, 30.0), (3, 30.0)]  # 120 -> 90, 240 -> 270: recorded
+    assert len({first[f"view_{i:02d}"] for i in range(4)}) == 4
 
 
 def _sphere_render() -> tuple[np.ndarray, np.ndarray]:

@@ -216,3 +216,47 @@ def build_hybrid_model(
         controlnet=controlnet,
     )
     return folder
+
+
+MULTIVIEW_CAMERAS = [{"azimuth": a, "elevation": 20.0} for a in (0.0, 90.0, 180.0, 270.0)]
+
+
+def build_multiview_model(root: Path, name: str = "tiny-multiview", *, seed: int = 3) -> Path:
+    """A tiny multi-view model whose pipeline class lives in a ``pipeline.py`` inside its
+    folder (tests/tiny_multiview_pipeline.py), loaded through ``custom_pipeline``."""
+    import importlib.util
+    import shutil
+
+    import torch
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    source = Path(__file__).with_name("tiny_multiview_pipeline.py")
+    spec = importlib.util.spec_from_file_location("tiny_multiview_pipeline", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=32,
+        in_channels=6,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        num_class_embeds=len(MULTIVIEW_CAMERAS),
+    )
+    pipe = module.TinyMultiViewPipeline(unet=unet, scheduler=DDIMScheduler())
+    folder = root / name
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.copyfile(source, folder / "pipeline.py")
+    write_manifest(
+        folder,
+        task="multiview",
+        pipeline="DiffusionPipeline",
+        custom_pipeline="pipeline.py",
+        licence="cc-by-nc-4.0",
+        cameras=MULTIVIEW_CAMERAS,
+    )
+    return folder

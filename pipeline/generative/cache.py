@@ -158,6 +158,9 @@ class DiffusersModelCache:
                     model=manifest.name,
                 )
             kwargs["custom_pipeline"] = str(custom)
+            # the code is the operator's file inside the model folder (the manifest only
+            # accepts a bare file name), never fetched: this is the consent diffusers asks for
+            kwargs["trust_remote_code"] = True
         pipe = _from_pretrained(pipeline_class, model, **kwargs)
         pipe = pipe.to(device)
         if hasattr(pipe, "set_progress_bar_config"):

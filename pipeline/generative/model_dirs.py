@@ -9,7 +9,9 @@
     commercial: true              # optional; only some tags accept the operator's statement
     controlnet: sdxl-depth        # optional: another model directory (task controlnet)
     custom_pipeline: pipeline.py  # optional: a pipeline file the operator put in the folder
-    cameras: [{azimuth: 0, elevation: 20}]  # multiview: the model's fixed camera set
+    cameras: [{azimuth: 0, elevation: 20}]  # multiview: the model's fixed camera set, as the
+                                            # product's turn from the input view (views' sense)
+    grid: [3, 2]                  # multiview: one image of rows x cols tiles (else one per camera)
     source: org/repo              # optional: where ``skuforge models pull`` fetched it from
     checksums: {file: sha256}     # written by ``pull``; ``models check`` verifies them
 
@@ -61,6 +63,8 @@ class ModelManifest(BaseModel):
     controlnet: str | None = Field(default=None, pattern=_NAME)
     custom_pipeline: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+\.py$")
     cameras: list[CameraSpec] = Field(default_factory=list)
+    # multiview: the model returns one image of rows x cols tiles (row-major, in camera order)
+    grid: tuple[int, int] | None = None
     source: str | None = None
     checksums: dict[str, str] = Field(default_factory=dict)
 

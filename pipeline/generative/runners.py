@@ -84,3 +84,45 @@ def refine(
             output_type="np",
         )
     return _to_uint8(result.images)
+
+
+def multiview(
+    pipe: Any,
+    image: np.ndarray,
+    sampling: Sampling,
+    generator: Any,
+    *,
+    cameras: int,
+    grid: tuple[int, int] | None,
+) -> list[np.ndarray]:
+    """One image per camera of the model's fixed set, from one input view. The pipeline is
+    called as multi-view pipelines are (``image=``, steps, guidance, generator); a model
+    that returns one grid image (``grid`` = rows, cols) is cut into its tiles."""
+    import torch
+    from PIL import Image
+
+    with torch.inference_mode():
+        result = pipe(
+            image=Image.fromarray(image),
+            prompt=sampling.prompt,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            generator=generator,
+            output_type="np",
+        )
+    images = [
+        np.asarray(np.clip(np.rint(np.asarray(i, np.float32) * 255.0), 0, 255), np.uint8)
+        for i in result.images
+    ]
+    if grid is not None:
+        rows, cols = grid
+        sheet = images[0]
+        th, tw = sheet.shape[0] // rows, sheet.shape[1] // cols
+        images = [
+            sheet[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
+            for r in range(rows)
+            for c in range(cols)
+        ]
+    if len(images) < cameras:
+        raise ValueError(f"the model returned {len(images)} views for {cameras} cameras")
+    return images[:cameras]

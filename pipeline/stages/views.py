@@ -82,12 +82,12 @@ class ViewsStage:
             ),
         ),
         # moderngl: procedural; hybrid/multiview: generative (pipeline/stages/views_generative)
-        backends=("moderngl", "hybrid:*"),
+        backends=("moderngl", "hybrid:*", "multiview:*"),
         backend_param="backend",
-        resources=Resources(gpu_backends=("hybrid:*",)),
+        resources=Resources(gpu_backends=("hybrid:*", "multiview:*")),
         preload=("moderngl", "cv2"),
         # generated views are validated (view_00) with the guard's rules; procedural ones not
-        check=Check("checked_view", label="views_generated", backends=("hybrid:*",)),
+        check=Check("checked_view", label="views_generated", backends=("hybrid:*", "multiview:*")),
         optional_3d=True,
     )
 
@@ -156,7 +156,7 @@ class ViewsStage:
             renders = [renderer.render_premultiplied(mesh, camera) for camera in cameras]
         ctx.report(0.2, "views rendered")
         logo = decode_rgba(inputs["logo"])[..., :3] if inputs.get("logo") else None
-        views, record, report = refine_views(renders, params, ctx, logo)
+        views, record, report = refine_views(renders, params, ctx, logo, turns)
         xmp = xmp_packet(
             creator_tool=f"skuforge {__version__} (views: {ctx.backend})",
             digital_source_type=COMPOSITE_WITH_TRAINED,
