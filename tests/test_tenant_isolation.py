@@ -397,3 +397,35 @@ def test_through_the_api_tenant_b_gets_no_cache_hit_on_tenant_as_photo(
             assert all(run(api.key_a))  # A's own repeat reuses everything
     finally:
         stop_worker(worker)
+
+
+def test_streams_resume_by_the_jobs_own_numbers(cluster: dict[str, str]) -> None:
+    """SSE ids are the job's numbers: another job's events between them change nothing."""
+    api = make_api(Settings(rate_limit={"enabled": False}))
+    engine = make_engine(cluster["SKUFORGE_DATABASE__URL"])
+    sessions = session_factory(engine)
+    with api.client, transaction(sessions) as session:
+        tenant_id = _tenant_of(session, api.key_a)
+        mine, _ = create_job(session, tenant_id=tenant_id, template="default")
+        other, _ = create_job(session, tenant_id=tenant_id, template="default")
+        for job, type_ in ((mine, "a1"), (other, "b1"), (mine, "a2"), (other, "b2"), (mine, "a3")):
+            add_event(session, job, type_, {})
+    with api.client:
+        url = f"/v1/jobs/{mine.id}/events?follow=false"
+        stream = api.client.get(url, headers=api.headers(**{"Last-Event-ID": "1"})).text
+        ids = [line.removeprefix("id: ") for line in stream.splitlines() if line.startswith("id:")]
+        kinds = [
+            line.removeprefix("event: ")
+            for line in stream.splitlines()
+            if line.startswith("event:")
+        ]
+        assert ids == ["2", "3"] and kinds == ["a2", "a3"], stream
+    engine.dispose()
+
+
+def _tenant_of(session: Session, key: str) -> str:
+    from storage.keys import identify
+
+    identity = identify(session, key)
+    assert identity is not None
+    return identity.tenant_id
