@@ -114,7 +114,6 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 
 
 def current_key(
-    request: Request,
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> KeyIdentity:
@@ -147,7 +146,6 @@ def current_key(
                 f"too many requests for this tenant; retry in {verdict.retry_after_s} s",
                 headers={"Retry-After": str(verdict.retry_after_s)},
             )
-    request.state.api_key = identity
     return identity
 
 

@@ -42,7 +42,7 @@ class ApiMetrics:
         self.keys_refused = Counter(
             "skuforge_api_keys_refused",
             "Requests refused for their API key",
-            ["reason"],  # missing | invalid | scope
+            ["reason"],  # missing | invalid (unknown, revoked or expired)
             registry=registry,
         )
         self.rate_limited = Counter(
