@@ -22,9 +22,10 @@ retried on connection errors and 5xx/429 as a client would) with a ``job.complet
 
 The table: jobs, completed (a verdict), failed (a clean, typed failure), lost (not accounted
 for: never accepted, or not final at the deadline), duplicated jobs / assets / deliveries
-(a 2xx answered twice for one ``webhook-id``), blobs re-verified (every blob's sha256
-against its name; bad ones and leftover temp files are counted), and recovery time (from
-the end of the fault to the last job final).
+(a 2xx answered twice for one ``webhook-id``), undelivered outcomes (a job.completed /
+job.failed message never answered 2xx), blobs re-verified (every blob's sha256 against its
+name; bad ones and leftover temp files are counted), and recovery time (from the end of
+the fault until every job is final and every outcome delivered).
 
     .venv/bin/python -m benchmarks.faults --jobs 200            # every fault
     .venv/bin/python -m benchmarks.faults --jobs 20 --faults kill9,redis_wipe
@@ -380,6 +381,7 @@ class Result:
     duplicated_jobs: int = 0
     duplicated_assets: int = 0
     duplicated_deliveries: int = 0
+    undelivered: int = 0
     blobs_verified: int = 0
     blobs_bad: int = 0
     temp_files: int = 0
@@ -542,16 +544,16 @@ def run_scenario(
 
         with contextlib.suppress(TimeoutError):
             wait_until(settled, max(1.0, deadline - time.monotonic()), "every job final")
-        if settled():
-            result.recovery_s = round(time.monotonic() - fault_end, 1)
         _log(f"{fault}: jobs settled")
-        # deliveries drain after the last job: give them the rest of the time
+        # every outcome delivered (its webhook answered 2xx): the rest of the time
         with contextlib.suppress(TimeoutError):
             wait_until(
                 lambda: _undelivered(db_url) == 0,
                 max(1.0, deadline - time.monotonic()),
                 "webhook deliveries",
             )
+        if settled() and _undelivered(db_url) == 0:
+            result.recovery_s = round(time.monotonic() - fault_end, 1)
         account(result, db_url, submitter, receiver, store_root)
     finally:
         stack.stop()
@@ -675,6 +677,15 @@ def account(
         )[0][0]
     )
     result.duplicated_deliveries = sum(n - 1 for n in receiver.accepted.values() if n > 1)
+    messages = _count(
+        db_url,
+        "SELECT id FROM webhook_messages WHERE event_type IN ('job.completed', 'job.failed')",
+    )
+    result.undelivered = sum(receiver.accepted[str(m)] == 0 for (m,) in messages)
+    outcomes = result.completed + result.failed
+    if len(messages) != outcomes:
+        note = f"{len(messages)} outcome messages for {outcomes} jobs"
+        result.note = f"{result.note} {note}".strip()
     store = LocalArtifactStore(store_root)
     digests = list(store.iter_digests())
     result.blobs_bad = sum(sha256_hex(store.blob_path(d).read_bytes()) != d for d in digests)
@@ -696,6 +707,7 @@ def table(results: list[Result]) -> str:
         "dup jobs",
         "dup assets",
         "dup deliveries",
+        "undelivered",
         "blobs re-verified",
         "bad blobs/temp",
         "recovery s",
@@ -711,6 +723,7 @@ def table(results: list[Result]) -> str:
             r.duplicated_jobs,
             r.duplicated_assets,
             r.duplicated_deliveries,
+            r.undelivered,
             r.blobs_verified,
             f"{r.blobs_bad}/{r.temp_files}",
             "not recovered" if r.recovery_s is None else r.recovery_s,
@@ -763,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
             r.lost == 0
             and not r.duplicated_assets
             and not r.duplicated_deliveries
+            and not r.undelivered
             and not r.duplicated_jobs
             and not r.blobs_bad
             for r in results

@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from pipeline.settings import Settings, get_settings
@@ -56,23 +56,30 @@ log = logging.getLogger(__name__)
 ACTIVE = ("queued", "running")
 FETCH_CAPTURE = "skuforge.fetch_capture"
 EPOCH_KEY = "skuforge:broker-epoch"
+# a job waiting for admission has no message yet, so none can be owed
+_NOT_WAITING = or_(Job.admission.is_(None), Job.admission != "waiting")
 
 
 def stuck_jobs(session: Any, older_than: timedelta, limit: int = 100) -> list[Job]:
     cutoff = utcnow() - older_than
     query = (
         select(Job)
-        .where(Job.status.in_(ACTIVE), Job.updated_at < cutoff)
+        .where(Job.status.in_(ACTIVE), Job.updated_at < cutoff, _NOT_WAITING)
         .order_by(Job.updated_at)
         .limit(limit)
     )
-    return [job for job in session.scalars(query) if job.admission != "waiting"]
+    return list(session.scalars(query))
 
 
 def active_jobs(session: Session, limit: int = 10_000) -> list[Job]:
     """Every job with (possibly) a message owed: active, and not waiting for admission."""
-    query = select(Job).where(Job.status.in_(ACTIVE)).order_by(Job.updated_at).limit(limit)
-    return [job for job in session.scalars(query) if job.admission != "waiting"]
+    query = (
+        select(Job)
+        .where(Job.status.in_(ACTIVE), _NOT_WAITING)
+        .order_by(Job.updated_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
 
 
 def broker_lost(settings: Settings) -> bool:

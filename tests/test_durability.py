@@ -169,6 +169,32 @@ def test_a_tenant_over_its_cap_waits_and_each_finish_admits_its_next_job(
         assert in_flight(session, busy) == 3
 
 
+def test_jobs_waiting_for_admission_never_crowd_out_a_stuck_job(
+    sessions: sessionmaker[Session],
+) -> None:
+    from tasks.reconcile import active_jobs, stuck_jobs
+
+    tenant_id = _tenant(sessions, "crowd")
+    long_ago = utcnow() - timedelta(hours=2)
+    with transaction(sessions) as session:
+        waiting = [_job(session, tenant_id) for _ in range(3)]
+        for job in waiting:
+            job.admission = "waiting"
+        stuck = _job(session, tenant_id)
+        stuck.admission = "admitted"
+        session.flush()
+        session.execute(
+            Job.__table__.update()  # type: ignore[attr-defined]
+            .where(Job.tenant_id == tenant_id)
+            .values(updated_at=long_ago)
+        )
+        stuck_id = stuck.id
+    with sessions() as session:
+        assert [j.id for j in stuck_jobs(session, timedelta(hours=1), limit=2)] == [stuck_id]
+        assert stuck_id in {j.id for j in active_jobs(session)}
+        assert not {j.id for j in waiting} & {j.id for j in active_jobs(session)}
+
+
 # -- stage runs ------------------------------------------------------------------------------
 def _running_job(session: Session, tenant_id: str, worker: str, task_id: str) -> Job:
     job = _job(session, tenant_id)
@@ -494,3 +520,65 @@ def test_a_jobs_outcome_is_one_webhook_message_per_endpoint(
         job = session.get(Job, job_id)
         assert job is not None
         emit_job_finished(session, job)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_stage_finishes_the_stage_and_the_job_completes_elsewhere(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """Celery's warm shutdown: the worker told to stop in the middle of the cutout finishes
+    it (one attempt, recorded as its own), exits cleanly, and the other worker runs the rest
+    of the job; nothing is re-sent or run twice."""
+    from pipeline.jobspec import JobSpec
+    from service.submission import submit_capture
+    from storage import LocalArtifactStore
+    from tests.conftest import EXAMPLE_CAPTURE
+
+    settings = Settings()
+    sessions = _sessions(cluster)
+    tenant_id = _tenant(sessions, "sigterm")
+    log = tmp_path / "workers.log"
+    first = start_worker(cluster, log, name="first@sigterm")
+    second = None
+    try:
+        job, _, _ = submit_capture(
+            sessions,
+            LocalArtifactStore(settings.store.root),
+            settings,
+            tenant_id=tenant_id,
+            capture=EXAMPLE_CAPTURE.read_bytes(),
+            spec=JobSpec(template="default", three_d=False),
+        )
+
+        def cutout() -> StageRun | None:
+            with sessions() as session:
+                return session.scalar(
+                    select(StageRun).where(
+                        StageRun.job_id == job.id, StageRun.invocation_id == "cutout"
+                    )
+                )
+
+        wait_for(lambda: (run := cutout()) is not None and run.status == "running", 120, "cutout")
+        second = start_worker(cluster, log, name="second@sigterm")
+        first.terminate()  # SIGTERM while the cutout runs
+        assert first.wait(120) == 0
+        run = cutout()
+        assert run is not None and run.status == "done" and run.worker == "first@sigterm"
+        wait_for(lambda: all_final(sessions, [job.id]), 180, "the job to finish on the other")
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                stop_worker(worker)
+    with sessions() as session:
+        done = session.get(Job, job.id)
+        runs = session.scalars(select(StageRun).where(StageRun.job_id == job.id)).all()
+        requeued = session.scalars(
+            select(Event).where(Event.job_id == job.id, Event.type == "job_requeued")
+        ).all()
+    assert done is not None and done.status in ("approved", "needs_review"), log.read_text()[-3000:]
+    assert all(r.attempts == 1 for r in runs) and not requeued
+    assert {r.worker for r in runs if r.invocation_id != "cutout"} <= {
+        "first@sigterm",
+        "second@sigterm",
+    }
+    assert "second@sigterm" in {r.worker for r in runs}
