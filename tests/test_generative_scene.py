@@ -5,6 +5,7 @@ through pipeline.generative with HF_HUB_OFFLINE=1 (the real loading code)."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +87,47 @@ def test_scene_lineage_and_provenance(models_env: Path) -> None:
     assert info["compute"]["device"] == "cpu" and info["compute"]["device_s"] > 0
     # generated output goes to review unless the brand opts in
     assert info["guard"]["failed"] == ["generative_review"]
+
+
+@pytest.mark.slow  # a whole job in-process: ingest, cutout, packshot, two scene slots, checks
+def test_lifestyle_job_goes_to_review_with_the_generative_rules(models_env: Path) -> None:
+    from service.local_jobs import run_local_job
+    from tests.test_cutout import red_square_png
+
+    overrides = {
+        "scene.width": 96,
+        "scene.height": 80,
+        "scene.generation_size": 64,
+        "scene.steps": 2,
+        "packshots.width": 300,
+        "packshots.height": 300,
+    }
+    job = run_local_job(
+        red_square_png(),
+        settings=get_settings(),
+        template_name="lifestyle",
+        overrides=overrides,
+        seed=11,
+        three_d=False,
+    )
+    lineage = job.lineage
+    scene = {s["id"]: s for s in lineage["stages"] if s["stage"] == "scene"}
+    assert set(scene) == {"scene.kitchen", "scene.banner"}
+    kitchen = scene["scene.kitchen"]
+    assert kitchen["backend"] == "sdxl-inpaint:tiny-sdxl-inpaint"
+    assert kitchen["model_revision"] == kitchen["info"]["model_revision"]
+    assert kitchen["info"]["licence"] == "openrail++" and kitchen["info"]["steps"] == 2
+    assert kitchen["info"]["invocation"] == "scene.kitchen"
+    assert lineage["verdicts"]["scene_kitchen"] == "needs_review"
+    assert lineage["verdicts"]["scene_banner"] == "needs_review"
+    # (the 300 px marketplace packshot is rejected by its preset: not this test's business)
+    assert lineage["verdict"] != "approved"
+    check = next(s for s in lineage["stages"] if s["id"] == "validate.scene_kitchen")
+    assert "generative_review" in check["info"]["failed"]
+    report = json.loads(job.store.get(check["outputs"]["report"]["digest"]))
+    assert report["generative"]["model"] == "tiny-sdxl-inpaint"
+    assert {"generative_colour_drift", "generative_review"} <= {
+        r["rule"] for r in report["results"]
+    }
+    files = {o["file"] for o in lineage["outputs"]}
+    assert {"scenes/kitchen.png", "scenes/banner.png", "reports/scene_kitchen.json"} <= files

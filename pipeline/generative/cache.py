@@ -23,7 +23,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ModelUnavailableError
@@ -35,11 +35,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedPipeline:
+    """A loaded pipeline. ``lock``: a diffusers pipeline keeps sampling state (its
+    scheduler's step index), so one invocation samples at a time; the CLI runs several
+    stages on threads, a GPU worker one task at a time."""
+
     pipe: Any
     model: ModelDir
     device: str
     vram_bytes: int
     controlnet: ModelDir | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _offline() -> None:

@@ -150,7 +150,7 @@ class SceneStage:
             params.prompt, params.negative_prompt, params.steps, params.guidance, params.strength
         )
         generator = make_generator(loaded.device, ctx.seed, ctx.invocation_id)
-        with GpuMeter(loaded.device) as meter:
+        with loaded.lock, GpuMeter(loaded.device) as meter:
             generated = inpaint(loaded.pipe, small, keep == 0, sampling, generator)
         ctx.report(0.8, "surroundings generated")
         full = cv2.resize(generated, (params.width, params.height), interpolation=cv2.INTER_CUBIC)

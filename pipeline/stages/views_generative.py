@@ -110,7 +110,7 @@ def refine_views(
     alphas = [r[..., 3].astype(np.float32) / 255.0 for r in renders]
     mapping: list[dict[str, Any]] | None = None
     generated: list[np.ndarray] = []
-    with GpuMeter(loaded.device) as meter:
+    with loaded.lock, GpuMeter(loaded.device) as meter:
         if kind == "hybrid":
             for index, flat in enumerate(flats):
                 small = cv2.resize(flat, (gw, gh), interpolation=cv2.INTER_AREA)
