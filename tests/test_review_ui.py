@@ -560,7 +560,8 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
             )
             duration = ann.evaluate("document.querySelector('video.turntable').duration")
             assert abs(duration - TURNTABLE_S) < 0.1, duration
-            # the GLB in the 3D viewer: the custom element upgraded and the model loaded
+            # the GLB in the 3D viewer (it loads when in view): the model loaded
+            ann.locator("model-viewer").scroll_into_view_if_needed()
             ann.wait_for_function(
                 "() => customElements.get('model-viewer') !== undefined"
                 " && document.querySelector('model-viewer').loaded === true",
@@ -626,3 +627,31 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
             browser.close()
     assert console.csp == [] and console.exceptions == [], (console.csp, console.exceptions)
     assert console.errors == [], console.errors
+
+
+def test_queue_page_reads_as_many_sql_statements_for_50_jobs_as_for_10(tmp_path: Path) -> None:
+    """No N+1: a queue page's statements do not grow with its cards (the benchmark's
+    seeding and counter, benchmarks/review_queue.py)."""
+    from benchmarks.review_queue import counting_statements, log_in, seed, seed_pending
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = LocalArtifactStore(tmp_path / "store")
+    ids = seed(url, store, 10, None)
+    settings = Settings(
+        environment="test", store={"root": tmp_path / "store"}, database={"url": url}
+    )
+    counts = []
+    with TestClient(create_app(settings), base_url="https://testserver") as client:
+        log_in(client)
+        client.get("/review")  # the first read of the reason codes writes the defaults
+        for total in (10, 50):
+            if total == 50:
+                thumb = store.put(b"RIFF....WEBP")
+                sessions = session_factory(make_engine(url))
+                seed_pending(sessions, ids["tenant"], 40, thumb_digest=thumb)
+            with counting_statements() as seen:
+                page = client.get("/review")
+            assert page.status_code == 200 and f"{total} jobs needs review" in page.text
+            assert page.text.count('class="card"') == min(total, 24)
+            counts.append(len(seen))
+    assert counts[0] == counts[1], counts
