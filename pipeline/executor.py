@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,8 @@ from pipeline.plan import CAPTURE, EXTRA, Invocation, Plan
 from pipeline.registry import get_stage
 from pipeline.stage import ModelProvider, StageContext, canonical_json
 from pipeline.version import __version__
+
+log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA = "skuforge.stage-output/1"
 
@@ -364,8 +367,13 @@ class InProcessExecutor:
         except SkuforgeError:
             raise
         except Exception as exc:  # a bug in a stage: report it with its stage, keep the type
+            # The exception's text may hold server paths or object reprs: it goes to the
+            # log, and the job's error (which clients read) names only the stage and type.
+            log.exception("stage %s raised %s", invocation.id, type(exc).__name__)
             raise StageFailedError(
-                f"stage {invocation.id} failed: {type(exc).__name__}: {exc}", stage=invocation.id
+                f"stage {invocation.id} failed with an internal error ({type(exc).__name__});"
+                " the worker's log has the details",
+                stage=invocation.id,
             ) from exc
         wall, cpu = time.perf_counter() - wall0, self._cpu_clock() - cpu0
         outputs = {

@@ -174,3 +174,27 @@ def test_cli_validate_exit_codes_and_overlay(tmp_path: Path) -> None:
     assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     unknown = skuforge("validate", str(good), "--brand", str(brand), "--preset", "etsy")
     assert unknown.returncode == 2 and "invalid_parameter" in unknown.stderr
+
+
+def test_a_stage_bug_names_the_stage_and_type_but_not_the_exception_text(
+    small_capture: bytes, tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's error is what clients read: a bug's message (server paths, object reprs)
+    stays in the worker's log."""
+    from pipeline.errors import StageFailedError
+    from pipeline.stages.packshots import PackshotStage
+
+    def buggy(*args: object) -> None:
+        raise ValueError("cannot open /srv/skuforge/store/ab/cd <_io.BytesIO object at 0x7f>")
+
+    monkeypatch.setattr(PackshotStage, "run", buggy)
+    with pytest.raises(StageFailedError) as raised:
+        run_local_job(
+            small_capture,
+            settings=settings,
+            store=LocalArtifactStore(tmp_path / "s"),
+            three_d=False,
+        )
+    message = str(raised.value)
+    assert "packshots" in message and "ValueError" in message
+    assert "/srv" not in message and "BytesIO" not in message
