@@ -572,6 +572,7 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
                 "/files/model/model.glb"
             )
             assert _serious(ann) == []
+            ann.evaluate("() => window.scrollTo(0, 0)")
             ann.screenshot(path=str(ARTIFACTS / "job-3d.png"))
             ann.screenshot(path=str(ARTIFACTS / "job-3d-full.png"), full_page=True)
             assert console.errors == [], console.errors
@@ -651,7 +652,25 @@ def test_queue_page_reads_as_many_sql_statements_for_50_jobs_as_for_10(tmp_path:
                 seed_pending(sessions, ids["tenant"], 40, thumb_digest=thumb)
             with counting_statements() as seen:
                 page = client.get("/review")
-            assert page.status_code == 200 and f"{total} jobs needs review" in page.text
+            assert page.status_code == 200 and f"{total} jobs: needs review" in page.text
             assert page.text.count('class="card"') == min(total, 24)
             counts.append(len(seen))
     assert counts[0] == counts[1], counts
+
+
+def test_api_image_installs_every_served_vendor_file_from_the_lock() -> None:
+    """The Dockerfile (no engine here): a build stage runs npm ci on the vendor lock, and each
+    file the app serves is copied into the installed package's node_modules."""
+    from service.ui import VENDOR_FILES
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stage = re.search(r"^FROM node:\S+ AS (\S+)$(.*?)^FROM ", dockerfile, re.M | re.S)
+    assert stage is not None, "no node build stage"
+    name, body = stage.group(1), stage.group(2)
+    assert "service/ui/vendor/package-lock.json" in body
+    assert re.search(r"^RUN npm ci --omit=dev\b", body, re.M)
+    copied = re.findall(rf"^COPY --from={name} (.+) \S+$", dockerfile, re.M)
+    sources = {s.removeprefix("/ui/node_modules/") for line in copied for s in line.split()}
+    assert set(VENDOR_FILES.values()) <= sources, (VENDOR_FILES, sources)
+    lock = (REPO / "service" / "ui" / "vendor" / "package-lock.json").read_text()
+    assert '"node_modules/@google/model-viewer"' in lock and '"integrity": "sha512-' in lock
