@@ -52,12 +52,13 @@ from storage.webhooks import (
     secret_box,
     signing_secrets,
 )
-from tasks.app import app
+from tasks.app import DATABASE_DOWN, app
 from tasks.worker_context import worker_context
 
 log = logging.getLogger(__name__)
 
 DELIVER = "skuforge.deliver_webhooks"
+RECORD_RETRY_S = 120.0  # how long a sent attempt waits for the database to record it
 SWEEP = "skuforge.sweep_webhooks"
 QUEUE = "webhooks"
 USER_AGENT = f"skuforge-webhooks/{__version__}"
@@ -258,12 +259,8 @@ def deliver_batch(message_ids: Sequence[str]) -> dict[str, str]:
 
     outcomes = list(_senders(settings.batch_size).map(attempt, claimed))
     schedule = Schedule(settings.schedule_s, settings.jitter, settings.retry_after_max_s)
-    with ctx.sessions() as session, session.begin():
-        delays = record_attempts(
-            session,
-            [(i.message_id, i.lease_id, o) for i, o in zip(claimed, outcomes, strict=True)],
-            schedule,
-        )
+    attempts = [(i.message_id, i.lease_id, o) for i, o in zip(claimed, outcomes, strict=True)]
+    delays = _record(attempts, schedule)
     for item, outcome, delay in zip(claimed, outcomes, delays, strict=True):
         if delay is not None and delay <= settings.countdown_max_s:
             send_deliveries([item.message_id], countdown=delay)
@@ -272,6 +269,28 @@ def deliver_batch(message_ids: Sequence[str]) -> dict[str, str]:
         else:
             results[item.message_id] = "failed" if delay is None else f"retry in {delay:.1f} s"
     return results
+
+
+def _record(
+    attempts: list[tuple[str, str, AttemptOutcome]], schedule: Schedule
+) -> list[float | None]:
+    """Log the attempts, retrying while the database is away (a restart, a failover): the
+    receivers already have these messages, and an attempt left unrecorded would be sent
+    again once its lease expired, a duplicate delivery. Retried every half second, so the
+    record usually lands before the sweep can see the lease expired."""
+    ctx = worker_context()
+    deadline = time.monotonic() + RECORD_RETRY_S
+    while True:
+        try:
+            with ctx.sessions() as session, session.begin():
+                return record_attempts(session, attempts, schedule)
+        except DATABASE_DOWN as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning(
+                "recording %d webhook attempts: database away, retrying: %s", len(attempts), exc
+            )
+            time.sleep(0.5)
 
 
 def _secrets(endpoint: WebhookEndpoint, box: SecretBox) -> tuple[list[str], dict[str, Any] | None]:

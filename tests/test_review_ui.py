@@ -571,6 +571,19 @@ def test_turntable_3d_viewer_edit_and_rerun_and_tablet_width_in_chromium(ui: Ui)
             assert ann.evaluate("document.querySelector('model-viewer').src").endswith(
                 "/files/model/model.glb"
             )
+            # the spin set turns under the pointer: half the image's width is half a turn
+            spin = ann.locator("img.spin")
+            assert spin.get_attribute("data-frames") == "24"
+            spin.scroll_into_view_if_needed()
+            box = spin.bounding_box()
+            assert box is not None
+            middle = box["y"] + box["height"] / 2
+            ann.mouse.move(box["x"] + box["width"] * 0.8, middle)
+            ann.mouse.down()
+            ann.mouse.move(box["x"] + box["width"] * 0.3, middle, steps=5)
+            ann.mouse.up()
+            assert spin.get_attribute("data-frame") == "12"
+            assert spin.evaluate("img => img.decode().then(() => img.naturalWidth)") == 128
             assert _serious(ann) == []
             ann.evaluate("() => window.scrollTo(0, 0)")
             ann.screenshot(path=str(ARTIFACTS / "job-3d.png"))

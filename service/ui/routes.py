@@ -15,6 +15,7 @@ cookie authenticates it; ``static/job.js`` follows it with ``EventSource``.
 from __future__ import annotations
 
 import json
+import zipfile
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -387,6 +388,7 @@ def job_page(request: Request, job_id: str, context: ContextDep) -> Response:
         plan = _plan(session, job)
         done = {r.invocation_id: r for r in runs}
         outputs = _outputs(assets)
+        spin = next((a for a in assets if a.file == SPIN_FILE), None)
         response = page(
             request,
             "job.html",
@@ -399,6 +401,7 @@ def job_page(request: Request, job_id: str, context: ContextDep) -> Response:
             findings=findings,
             reports=_reports(context, assets, findings),
             outputs=outputs,
+            spin_frames=len(_spin_frames(context, spin.digest)) if spin else 0,
             decidable=[a for a in assets if a.verdict is not None],
             runs=runs,
             approve_reasons=[r for r in reasons if r.decision in ("approve", "any")],
@@ -636,3 +639,37 @@ def job_file(request: Request, job_id: str, file: str, context: ContextDep) -> R
         if asset is None:
             return Response(status_code=404)
         return _file(context, asset.digest, asset.media_type)
+
+
+SPIN_FILE = "turntable/spin.zip"  # the turntable stage's spin set: frame_000.jpg, ...
+
+
+def _spin_frames(context: ContextDep, digest: str) -> list[str]:
+    with zipfile.ZipFile(context.store.blob_path(digest)) as spin:
+        return sorted(n for n in spin.namelist() if n.lower().endswith(".jpg"))
+
+
+@router.get("/jobs/{job_id}/spin/{index}")
+def spin_frame(request: Request, job_id: str, index: int, context: ContextDep) -> Response:
+    """One JPEG of the job's spin set, for the draggable spin viewer (``static/job.js``)."""
+    user = current_user(request, context)
+    if user is None:
+        return Response(status_code=401)
+    with context.sessions() as session:
+        digest = session.scalar(
+            select(Asset.digest).where(
+                Asset.job_id == job_id, Asset.tenant_id == user.tenant_id, Asset.file == SPIN_FILE
+            )
+        )
+    if digest is None:
+        return Response(status_code=404)
+    frames = _spin_frames(context, digest)
+    if not 0 <= index < len(frames):
+        return Response(status_code=404)
+    with zipfile.ZipFile(context.store.blob_path(digest)) as spin:
+        data = spin.read(frames[index])
+    return Response(
+        data,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=86400", "ETag": f'"{digest}-{index}"'},
+    )
