@@ -35,6 +35,7 @@ class BackgroundPure(_Params):
     colour: Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$")] = "#FFFFFF"
     tolerance: Annotated[int, Field(ge=0, le=255)] = 0
     max_fraction: _Fraction = 0.0005
+    max_region: _Fraction = 0.0001  # largest compact off-colour region, share of the frame
 
 
 class BackgroundMarks(_Params):
@@ -98,6 +99,10 @@ class MinConfidence(_Params):
     min: _Fraction
 
 
+class Upscale(_Params):
+    max_factor: Annotated[float, Field(ge=1, le=100)] = 1.05
+
+
 class LogoScore(_Params):
     min_score: Annotated[float, Field(gt=0, le=1)]
 
@@ -145,6 +150,7 @@ RULE_PARAMS: dict[str, type[_Params]] = {
     "sku_colour": Tolerance,
     "colour_drift": Tolerance,
     "cutout_confidence": MinConfidence,
+    "upscaled": Upscale,
     "logo_present": LogoScore,
     "logo_region": LogoRegion,
     "logo_min_size": LogoMinSize,

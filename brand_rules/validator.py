@@ -40,6 +40,10 @@ class ValidationContext:
     cutout_confidence: float | None = None
     reference_lab: tuple[float, float, float] | None = None  # median Lab of the capture's product
     logo: np.ndarray | None = None  # reference logo, HxWx3/4 uint8
+    # the product's long side in the capture (px): an output drawing it larger was upscaled
+    source_long_side: int | None = None
+    # a 3D output built from one photo: its back and sides were inferred, not seen
+    one_photo_3d: bool = False
 
 
 @dataclass
@@ -143,7 +147,21 @@ def _background_pure(
     r.notes.append(f"background_pure: {int(bad.sum())} off-colour background pixels")
     r.bad_background = bad
     limit = float(p.get("max_fraction", 0.0005))
-    return fraction <= limit, round(fraction, 6), f"<= {limit} of pixels off {colour}", ""
+    # A share of the whole frame mixes a compact patch with the scattered codec speckle
+    # every product leaves: the same patch passed or failed with the product's noise. A
+    # compact region is judged on its own: speckle and hairlines do not survive an opening,
+    # a patch does.
+    region_limit = float(p.get("max_region", 0.0001)) * f.width * f.height
+    opened = cv2.morphologyEx(bad.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+    ok = fraction <= limit and largest <= region_limit
+    message = (
+        f"an off-colour region of {largest} px (> {round(region_limit)})"
+        if largest > region_limit
+        else ""
+    )
+    return ok, round(fraction, 6), f"<= {limit} of pixels off {colour}", message
 
 
 @check("background_marks")
@@ -323,6 +341,26 @@ def _drift(
     median = np.median(product_samples(f.rgb, f.product), axis=0)
     drift = round(delta_e(median, np.asarray(ctx.reference_lab)), 2)
     return drift <= float(p["tolerance"]), drift, f"CIEDE2000 <= {p['tolerance']}", ""
+
+
+@check("upscaled")
+def _upscaled(
+    f: ImageFacts, p: dict[str, Any], ctx: ValidationContext, r: Report
+) -> tuple[bool, Any, Any, str]:
+    if not ctx.source_long_side or f.product_box is None:
+        return True, None, "no source size", ""
+    x0, y0, x1, y1 = f.product_box
+    output_px = max(x1 - x0, y1 - y0)
+    factor = round(output_px / ctx.source_long_side, 3)
+    limit = float(p.get("max_factor", 1.05))
+    measured = {"source_px": ctx.source_long_side, "output_px": output_px, "factor": factor}
+    message = (
+        ""
+        if factor <= limit
+        else f"the product is {ctx.source_long_side} px long in the capture and drawn "
+        f"{output_px} px here: upscaled x{factor}, detail is invented by resampling"
+    )
+    return factor <= limit, measured, f"factor <= {limit}", message
 
 
 @check("cutout_confidence")
@@ -558,8 +596,45 @@ def validate_asset(
             else None
         ),
     )
+    if context is not None and context.one_photo_3d:
+        report.results += _one_photo_3d(brand, context)
     report.verdict = _verdict(report, brand, context or ValidationContext())
     return report
+
+
+def _one_photo_3d(brand: BrandRules | None, ctx: ValidationContext) -> list[RuleResult]:
+    """A model or spin made from one photo: its back and sides were inferred, so it waits
+    for a person unless the brand opted in; and it is no surer than the cutout it came from
+    (below the brand's minimum: review; below half of it: rejected)."""
+    opted_in = bool(brand and brand.auto_approve_inferred_3d)
+    source = f"brand:{brand.brand}@{brand.version}" if brand else "one-photo 3D"
+    results = [
+        RuleResult(
+            "inferred_3d",
+            "review",
+            opted_in,
+            "back and sides inferred from one photo",
+            "auto_approve_inferred_3d: true in the brand rules",
+            "" if opted_in else "the back and sides were not photographed: a person checks them",
+            source,
+        )
+    ]
+    if ctx.cutout_confidence is not None:
+        least = brand.min_cutout_confidence if brand else 0.8
+        ok = ctx.cutout_confidence >= least
+        severity: Severity = "reject" if ctx.cutout_confidence < least / 2 else "review"
+        results.append(
+            RuleResult(
+                "cutout_confidence",
+                severity,
+                ok,
+                ctx.cutout_confidence,
+                f">= {least}",
+                "" if ok else "built from a cutout that itself needs review",
+                source,
+            )
+        )
+    return results
 
 
 def _verdict(report: Report, brand: BrandRules | None, ctx: ValidationContext) -> str:

@@ -9,10 +9,20 @@ one is still a ``lathe``; anything else is ``inflate``d. A can seen from a littl
 a curved bottom edge (the ellipse of its base) and many sides once simplified, which keeps
 it from being taken for a box. The thresholds were set on the scan renders of
 ``benchmarks.shape_vs_scans``.
+
+Before any of that, a *flat squeeze tube* (widest at one straight, crimped end, tapering
+steadily along its whole length to a rounded cap) is an ``inflate``d slab a few tenths of
+its width deep: mirror-symmetric as it is, a lathe would turn it into a vase with an open,
+labelled rim. A template's backend (``lathe`` for the bottle template, chosen by category)
+is a hint: the silhouette decides, and a tube is built as a tube whatever was requested.
+
+Whatever the backend, the faces the photo did not see sample a continuation of the
+product's colours instead of the photo (``pipeline.mesh.surface``).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -20,6 +30,7 @@ import numpy as np
 from pipeline.mesh import extrude, inflate, lathe
 from pipeline.mesh.geometry import signed_volume, to_metres, vertex_normals
 from pipeline.mesh.silhouette import ShapeMeasures, Silhouette, extract, measure
+from pipeline.mesh.surface import with_continuation
 from pipeline.rendering import TexturedMesh
 from sku_templates.schema import ShapeParams
 
@@ -31,6 +42,47 @@ ROW_FILL = 0.97
 BOX_SOLIDITY = 0.975  # a box's outline is convex ...
 BOX_CORNERS = 6  # ... with at most six straight sides (two faces and the top)
 DEFAULT_BOX_DEPTH = 0.35
+TUBE_DEPTH = 0.4  # depth / width of a flat tube when the SKU gives no depth
+TUBE_WIDE_END = 0.9  # the crimp: near full width within 5 % of the height from its end
+TUBE_TAPER = 0.8  # width 80 % of the way along <= this share of the widest row
+TUBE_BODY = 0.25  # at most this share of rows within 5 % of the widest (a bottle's body)
+TUBE_CAP = 0.65  # the far end: width 1 % from it <= this share of the width 8 % from it
+
+
+def tube_measure(mask: np.ndarray) -> tuple[bool, str]:
+    """Is the silhouette a flat squeeze tube, and the figures that say so."""
+    widths = mask.sum(axis=1).astype(np.float64)
+    rows = np.flatnonzero(widths)
+    if len(rows) < 20:
+        return False, "too few rows"
+    profile = widths[rows[0] : rows[-1] + 1]
+    n = len(profile)
+    head, tail = profile[: max(1, n // 10)].mean(), profile[-max(1, n // 10) :].mean()
+    if tail > head:
+        profile = profile[::-1]  # measured from the wide end
+
+    def at(share: float) -> float:
+        return float(profile[min(n - 1, int(share * n))])
+
+    widest = float(profile.max())
+    wide_end = at(0.05) / widest
+    steps = [at(s) for s in (0.1, 0.3, 0.5, 0.7, 0.8)]
+    steady = all(b < a for a, b in itertools.pairwise(steps))
+    taper = steps[-1] / widest
+    body = float((profile >= 0.95 * widest).mean())
+    cap = at(0.99) / max(at(0.92), 1.0)
+    figures = (
+        f"wide end {wide_end:.2f} (>= {TUBE_WIDE_END}), taper {taper:.2f} (<= {TUBE_TAPER}), "
+        f"steady {steady}, body {body:.2f} (<= {TUBE_BODY}), cap {cap:.2f} (<= {TUBE_CAP})"
+    )
+    is_tube = (
+        wide_end >= TUBE_WIDE_END
+        and steady
+        and taper <= TUBE_TAPER
+        and body <= TUBE_BODY
+        and cap <= TUBE_CAP
+    )
+    return is_tube, figures
 
 
 def choose_backend(m: ShapeMeasures) -> tuple[str, str]:
@@ -65,7 +117,14 @@ def reconstruct(
 ) -> tuple[TexturedMesh, dict[str, Any]]:
     sil = extract(rgba, bbox, params.working_size, params.texture_size)
     measures = measure(sil.mask)
-    if params.backend == "auto":
+    tube, tube_figures = tube_measure(sil.mask)
+    kind = "tube" if tube else None
+    if tube:
+        backend = "inflate"
+        reason = f"a flat squeeze tube ({tube_figures}): a slab, not a body of revolution"
+        if params.backend != "auto":
+            reason = f"the template asked for {params.backend}, but the silhouette is {reason}"
+    elif params.backend == "auto":
         backend, reason = choose_backend(measures)
     else:
         backend, reason = params.backend, "set by the template or an override"
@@ -85,6 +144,8 @@ def reconstruct(
         depth_px = params.depth_mm / 1000.0 / scale
     elif params.depth_ratio is not None:
         depth_px = params.depth_ratio * width_px
+    elif kind == "tube":
+        depth_px = TUBE_DEPTH * width_px
     budget = min(params.max_triangles, 100_000)
     if backend == "lathe":
         points, uvs, faces, axis = lathe.build(sil, budget)
@@ -109,12 +170,15 @@ def reconstruct(
     if signed_volume(positions, faces) < 0:  # the y flip mirrors winding: make it outward
         faces = faces[:, [0, 2, 1]]
     normals = vertex_normals(positions, faces)
+    positions, normals, uvs, faces, texture, surface = with_continuation(
+        positions, normals, uvs, faces, sil.rgb, sil.mask, params.texture_size
+    )
     mesh = TexturedMesh(
         positions=positions.astype(np.float32),
         normals=normals.astype(np.float32),
         uvs=uvs.astype(np.float32),
         faces=faces.astype(np.uint32),
-        texture=sil.rgb,
+        texture=texture,
     )
     extent = positions.max(axis=0) - positions.min(axis=0)
     # the capture's camera: mesh X = (x - ox) * kx, Y = (oy - y) * ky for capture pixel (x, y)
@@ -127,10 +191,17 @@ def reconstruct(
     info: dict[str, Any] = {
         "backend": backend,
         "reason": reason,
+        "outline": kind or "not a tube",
+        "tube_figures": tube_figures,
         "measures": measures.as_dict(),
+        # what the photo did not show was inferred: the back and the sides
+        "inferred": {
+            "back_and_sides": "continuation of the outline's colours",
+            **surface,
+        },
         "triangles": len(faces),
         "vertices": len(positions),
-        "texture": [int(sil.rgb.shape[1]), int(sil.rgb.shape[0])],
+        "texture": [int(texture.shape[1]), int(texture.shape[0])],
         "extent_m": [round(float(v), 5) for v in extent],
         "scale_from": scale_from,
         "working_size": [int(w_px), int(h_px)],

@@ -13,11 +13,16 @@ The poster is a transparent ``poster_size`` square render from the front (azimut
 ``poster_elevation_deg``, framed as ``views`` frames (``pipeline.camera_framing``: one
 distance that holds the mesh from any azimuth), so it matches the first frame a viewer
 shows.
+
+The ``guard`` output (not exported) holds the checks of ``pipeline.mesh.truth`` measured on
+the mesh against the cutout it was built from (front IoU, colour drift, mirrored text); the
+``validate.model`` check merges them, so a model that does not tell the truth goes to review.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import replace
@@ -31,10 +36,19 @@ from pipeline.formats.gltf import MEDIA_TYPE as GLB_MEDIA_TYPE
 from pipeline.formats.gltf import encode_glb
 from pipeline.formats.usdz import MEDIA_TYPE as USDZ_MEDIA_TYPE
 from pipeline.formats.usdz import encode_usdz
-from pipeline.imaging.codecs import encode_png
+from pipeline.imaging.codecs import decode_rgba, encode_png
 from pipeline.mesh.codec import decode_mesh
 from pipeline.rendering import OffscreenRenderer, TexturedMesh
-from pipeline.stage import Blob, Check, InputSpec, OutputSpec, StageContext, StageResult, StageSpec
+from pipeline.stage import (
+    Blob,
+    Check,
+    InputSpec,
+    OutputSpec,
+    StageContext,
+    StageResult,
+    StageSpec,
+    json_blob,
+)
 from pipeline.version import __version__
 from sku_templates.schema import Export3dParams
 
@@ -141,13 +155,18 @@ _USD_MODULES = ("pxr.Gf", "pxr.Kind", "pxr.Sdf", "pxr.Usd", "pxr.UsdGeom", "pxr.
 class Export3dStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="export3d",
-        version="1",
+        version="2",
         params=Export3dParams,
-        inputs=(InputSpec("mesh", "shape.mesh"),),
+        inputs=(
+            InputSpec("mesh", "shape.mesh"),
+            InputSpec("cutout", "cutout.cutout"),
+            InputSpec("cutout_info", "cutout.info"),
+        ),
         outputs=(
             OutputSpec("glb", {GLB_MEDIA_TYPE: ".glb"}, export="model/model"),
             OutputSpec("usdz", {USDZ_MEDIA_TYPE: ".usdz"}, export="model/model"),
             OutputSpec("poster", {"image/png": ".png"}, export="model/poster"),
+            OutputSpec("guard", {"application/json": ".json"}),
         ),
         backends=("gltf+usd",),
         preload=("moderngl", *_USD_MODULES, "cv2"),
@@ -165,11 +184,14 @@ class Export3dStage:
         with OffscreenRenderer(params.poster_size, params.poster_size) as renderer:
             rgba = renderer.render(mesh, camera)
         poster = encode_png(Image.fromarray(rgba, "RGBA"), icc=True, compress_level=3)
+        ctx.report(0.85, "checking the model against the cutout")
+        guard = _guard(mesh, inputs)
         return StageResult(
             outputs={
                 "glb": Blob(glb, GLB_MEDIA_TYPE),
                 "usdz": Blob(usdz, USDZ_MEDIA_TYPE),
                 "poster": Blob(poster, "image/png"),
+                "guard": json_blob(guard),
             },
             info={
                 "triangles": len(mesh.faces),
@@ -181,5 +203,24 @@ class Export3dStage:
                 "up_axis": "Y",
                 "poster_camera": camera_info(camera, 0.0),
                 "shape_backend": meta.get("backend"),
+                "checks": {r["rule"]: r["measured"] for r in guard["results"]},
             },
         )
+
+
+def _guard(mesh: TexturedMesh, inputs: Mapping[str, bytes]) -> dict[str, Any]:
+    from pipeline.mesh.truth import model_checks  # OpenCV and scikit-image: only to run
+
+    cutout = None
+    if inputs.get("cutout") and inputs.get("cutout_info"):
+        rgba = decode_rgba(inputs["cutout"])
+        x0, y0, x1, y1 = json.loads(inputs["cutout_info"]).get("bbox") or [0, 0, 0, 0]
+        cutout = rgba[y0:y1, x0:x1] if x1 > x0 and y1 > y0 else rgba
+    results = model_checks(mesh, cutout)
+    failed = [r["rule"] for r in results if not r["passed"]]
+    return {
+        "schema": "skuforge.model-truth/1",
+        "passed": not failed,
+        "failed": failed,
+        "results": results,
+    }

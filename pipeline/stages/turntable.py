@@ -32,6 +32,10 @@ libjpeg and OpenCV release the GIL). Each encoder is single-threaded so its byte
 depend on the machine's core count. On the 2-core CPU machine rendering dominates: ~64 ms a
 720p frame with MSAA against ~22 ms without; see the stage's measurements in the report of
 issue 4 before trading that quality for time.
+
+The ``guard`` output (not exported) says whether the loop is seamless (the step from the
+last frame to the first against the steps between neighbours, ``pipeline.mesh.truth``);
+``validate.turntable`` merges it.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from pipeline.stage import (
     StageContext,
     StageResult,
     StageSpec,
+    json_blob,
 )
 from sku_templates.schema import TurntableParams
 
@@ -76,7 +81,7 @@ MSAA_SAMPLES = 4  # see the module notes: the main cost of this stage on a CPU
 class TurntableStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="turntable",
-        version="1",
+        version="2",
         params=TurntableParams,
         inputs=(InputSpec("mesh", "shape.mesh"),),
         outputs=(
@@ -84,6 +89,7 @@ class TurntableStage:
             OutputSpec("webm", {WEBM_MEDIA_TYPE: ".webm"}, export="turntable/turntable"),
             OutputSpec("spin", {SPIN_MEDIA_TYPE: ".zip"}, export="turntable/spin"),
             OutputSpec("poster", {"image/jpeg": ".jpg"}, export="turntable/poster"),
+            OutputSpec("guard", {"application/json": ".json"}),
         ),
         backends=("moderngl+pyav",),
         # ~260 MB over the process for 36 frames at 720 px; 72 frames at 2048 px need more
@@ -94,6 +100,8 @@ class TurntableStage:
     )
 
     def run(self, inputs: Mapping[str, bytes], params: Any, ctx: StageContext) -> StageResult:
+        from pipeline.mesh.truth import thumbnail, turntable_checks  # OpenCV: only to run
+
         assert isinstance(params, TurntableParams)
         mesh, meta = decode_mesh(inputs["mesh"])
         turns = [360.0 * i / params.frames for i in range(params.frames)]
@@ -118,11 +126,13 @@ class TurntableStage:
         ):
             jobs: list[Future[None]] = []
             jpeg_jobs: list[Future[bytes]] = []
+            thumbnails: list[np.ndarray] = []
             for index, camera in enumerate(cameras):
                 frame = over_colour(renderer.render_premultiplied(mesh, camera), background)
                 jobs.append(h264.submit(mp4_writer.add, frame))
                 jobs.append(other.submit(webm_writer.add, frame))
                 jpeg_jobs.append(other.submit(jpeg, frame))
+                thumbnails.append(thumbnail(frame))
                 if index % 12 == 11:
                     ctx.report(0.8 * (index + 1) / params.frames, "rendering and encoding")
             for job in jobs:
@@ -131,6 +141,10 @@ class TurntableStage:
             frames_jpeg = [job.result() for job in jpeg_jobs]
             mp4, webm = mp4_job.result(), webm_job.result()
         spin = stored_zip_of_frames(frames_jpeg)
+        results = turntable_checks(thumbnails)
+        failed = [r["rule"] for r in results if not r["passed"]]
+        guard = {"schema": "skuforge.model-truth/1", "passed": not failed, "failed": failed}
+        guard["results"] = results
         poster = frames_jpeg[0]
         return StageResult(
             outputs={
@@ -138,6 +152,7 @@ class TurntableStage:
                 "webm": Blob(webm, WEBM_MEDIA_TYPE),
                 "spin": Blob(spin, SPIN_MEDIA_TYPE),
                 "poster": Blob(poster, "image/jpeg"),
+                "guard": json_blob(guard),
             },
             info={
                 "frames": params.frames,

@@ -59,7 +59,7 @@ def _from_job(job: JobContext) -> dict[str, Any]:
 class ValidateStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="validate",
-        version="1",
+        version="2",
         params=ValidateParams,
         inputs=(
             InputSpec("image", SUBJECT_SOURCE),
@@ -94,6 +94,8 @@ class ValidateStage:
         info = json.loads(inputs["cutout_info"])
         lab = info.get("product_lab_median")
         logo = decode_rgb(inputs["logo"])[..., :3] if inputs.get("logo") else None
+        bbox = info.get("bbox") or [0, 0, 0, 0]
+        kind = media_kind(inputs["image"])
         context = ValidationContext(
             declared_colours=tuple(params.declared_colours),
             made_with_model=info.get("digital_source") == "model",
@@ -101,6 +103,8 @@ class ValidateStage:
             cutout_confidence=info.get("confidence"),
             reference_lab=tuple(lab) if lab else None,
             logo=logo,
+            source_long_side=max(bbox[2] - bbox[0], bbox[3] - bbox[1]) or None,
+            one_photo_3d=kind != "image",
         )
         report = validate_asset(
             inputs["image"],
@@ -116,7 +120,7 @@ class ValidateStage:
         if inputs.get("guard"):
             verdict = _merge_guard(document, failed, json.loads(inputs["guard"]))
         outputs = {"report": json_blob(document)}
-        if media_kind(inputs["image"]) == "image":
+        if kind == "image":
             outputs["overlay"] = Blob(overlay_png(report), "image/png")
         return StageResult(
             outputs=outputs,

@@ -1,0 +1,153 @@
+"""Does a one-photo model tell the truth? Measured checks for the ``model`` and
+``turntable`` outputs, reported as guard results (the shape of
+``pipeline.generative.guard``'s) that the validate stage merges into the output's check.
+
+* ``model_front_iou``: the model's unlit orthographic front render against the cutout, both
+  cropped to their own bounding boxes and compared at one size (the shape must follow the
+  outline; the scale is the SKU's business).
+* ``model_colour_drift``: CIEDE2000 between the median colours of the product pixels of that
+  render and of the cutout (a texture mapped to the wrong place drifts).
+* ``model_mirrored_text``: the back view's luminance edges against the horizontally mirrored
+  front's (normalised cross-correlation over the pixels both cover). A back that shows the
+  front's artwork reversed correlates strongly; a continuation of colours does not.
+* ``turntable_seamless``: the step from the last frame back to the first is no bigger than
+  the largest step between neighbouring frames (a loop without a jump).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.rendering import OffscreenRenderer, TexturedMesh, framing_camera
+
+MIN_FRONT_IOU = 0.9
+MAX_COLOUR_DRIFT = 6.0  # CIEDE2000
+MAX_MIRROR_CORRELATION = 0.35
+SEAM_SLACK = 1.5  # the loop's step may be this much larger than the largest other step
+RENDER_SIZE = 384
+
+
+def result(rule: str, passed: bool, measured: Any, expected: str, message: str) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "severity": "review",
+        "passed": bool(passed),
+        "measured": measured,
+        "expected": expected,
+        "message": "" if passed else message,
+    }
+
+
+def _crop(rgba: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    ys, xs = np.nonzero(rgba[..., 3] > 127)
+    if len(xs) == 0:
+        return np.zeros((*(size or (1, 1))[::-1], 4), np.uint8)
+    crop = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    if size is None:
+        return crop
+    return np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA))
+
+
+def edge_map(rgba: np.ndarray) -> np.ndarray:
+    """Luminance gradient magnitude inside the product (its outline's own edge left out)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    inner = cv2.erode((rgba[..., 3] > 200).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    return np.where(inner, np.hypot(gx, gy), 0.0).astype(np.float32)
+
+
+def mirror_correlation(front: np.ndarray, other: np.ndarray) -> float:
+    """Normalised cross-correlation of ``other``'s edges with the mirrored front's, both
+    RGBA renders from one framing; 1 for a back that is the front mirrored."""
+    a = edge_map(front)[:, ::-1]
+    b = edge_map(other)
+    both = (a > 0) & (b > 0)
+    if both.sum() < 50:
+        return 0.0
+    x, y = a[both] - a[both].mean(), b[both] - b[both].mean()
+    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denominator) if denominator > 0 else 0.0
+
+
+def _lab_median(rgba: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    inner = cv2.erode((rgba[..., 3] > 200).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    pixels = rgba[..., :3][inner] if inner.any() else rgba[..., :3].reshape(-1, 3)
+    lab = rgb2lab(pixels[None, :, :].astype(np.uint8))[0]
+    return np.asarray(np.median(lab, axis=0))
+
+
+def model_checks(mesh: TexturedMesh, cutout: np.ndarray | None) -> list[dict[str, Any]]:
+    """The model's checks from unlit renders (front, back, both sides)."""
+    from skimage.color import deltaE_ciede2000
+
+    renders: dict[int, np.ndarray] = {}
+    with OffscreenRenderer(RENDER_SIZE, RENDER_SIZE) as renderer:
+        for azimuth in (0, 90, 180, 270):
+            camera = framing_camera(mesh, float(azimuth), 0.0, fill=0.9, orthographic=True)
+            renders[azimuth] = renderer.render(mesh, camera, lit=False)
+    results = []
+    if cutout is not None:
+        front = _crop(renders[0])
+        size = (front.shape[1], front.shape[0])
+        photo = _crop(cutout, size)
+        a, b = front[..., 3] > 127, photo[..., 3] > 127
+        iou = float((a & b).sum() / max((a | b).sum(), 1))
+        results.append(
+            result(
+                "model_front_iou",
+                iou >= MIN_FRONT_IOU,
+                round(iou, 4),
+                f">= {MIN_FRONT_IOU}",
+                "the model's front does not follow the cutout's outline",
+            )
+        )
+        drift = float(deltaE_ciede2000(_lab_median(front), _lab_median(photo)))  # type: ignore[no-untyped-call]
+        results.append(
+            result(
+                "model_colour_drift",
+                drift <= MAX_COLOUR_DRIFT,
+                round(drift, 2),
+                f"CIEDE2000 <= {MAX_COLOUR_DRIFT}",
+                "the model's colours drifted from the capture",
+            )
+        )
+    scores = {az: mirror_correlation(renders[0], renders[az]) for az in (90, 180, 270)}
+    worst = max(scores.values())
+    results.append(
+        result(
+            "model_mirrored_text",
+            worst <= MAX_MIRROR_CORRELATION,
+            {"back": round(scores[180], 3), "sides": [round(scores[90], 3), round(scores[270], 3)]},
+            f"edge correlation with the mirrored front <= {MAX_MIRROR_CORRELATION}",
+            "the back or a side shows the front's artwork mirrored",
+        )
+    )
+    return results
+
+
+def thumbnail(frame: np.ndarray) -> np.ndarray:
+    return np.asarray(cv2.resize(frame, (128, 128), interpolation=cv2.INTER_AREA), np.float32)
+
+
+def turntable_checks(small: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Seamless loop: the last-to-first step against the steps between neighbours, on
+    :func:`thumbnail`s of the frames."""
+    steps = [float(np.abs(a - b).mean()) for a, b in itertools.pairwise(small)]
+    loop = float(np.abs(small[-1] - small[0]).mean())
+    limit = SEAM_SLACK * max(steps, default=0.0) + 0.5
+    return [
+        result(
+            "turntable_seamless",
+            loop <= limit,
+            round(loop, 3),
+            f"<= {round(limit, 3)} (1.5x the largest step between frames)",
+            "the spin jumps from its last frame to its first",
+        )
+    ]

@@ -1,0 +1,141 @@
+"""3D that tells the truth (issue 14): on the committed example tube the shape follows the
+outline (a slab, not a lathe's vase), the back carries no mirrored artwork (the check that
+says so fails on a deliberately mirrored texture), one-photo 3D waits for review unless the
+brand opts in and inherits the cutout's doubt; an upscaled packshot says so with its
+figures; a compact off-white patch is caught whatever the product's colour."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.violation_corpus import edit, packshot, product_cutout
+from brand_rules import BrandRules, ValidationContext, load_preset, validate_asset, validate_image
+from pipeline.formats.gltf import encode_glb
+from pipeline.imaging.codecs import decode_rgba, encode_png
+from pipeline.mesh.reconstruct import reconstruct
+from pipeline.mesh.truth import model_checks
+from pipeline.rendering import TexturedMesh
+from pipeline.stage import StageContext
+from pipeline.stages.cutout import CutoutStage
+from pipeline.stages.ingest import IngestStage
+from sku_templates import IngestParams
+from sku_templates.schema import CutoutParams, ShapeParams
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def tube() -> tuple[np.ndarray, dict]:
+    capture = (EXAMPLES / "capture.jpg").read_bytes()
+    ingest = IngestStage().run(
+        {"capture": capture}, IngestParams(), StageContext(seed=0, backend="pillow")
+    )
+    cut = CutoutStage().run(
+        {"image": ingest.outputs["image"].data},
+        CutoutParams(),
+        StageContext(seed=0, backend="classical"),
+    )
+    return decode_rgba(cut.outputs["cutout"].data), json.loads(cut.outputs["info"].data)
+
+
+def _mesh(tube: tuple[np.ndarray, dict]) -> tuple[TexturedMesh, dict, np.ndarray]:
+    rgba, info = tube
+    # what the bottle template asks for (lathe), with the example SKU's height
+    mesh, details = reconstruct(rgba, info["bbox"], ShapeParams(backend="lathe", height_mm=190))
+    x0, y0, x1, y1 = info["bbox"]
+    return mesh, details, rgba[y0:y1, x0:x1]
+
+
+def test_the_tube_is_a_slab_not_a_body_of_revolution(tube: tuple[np.ndarray, dict]) -> None:
+    mesh, details, _ = _mesh(tube)
+    assert details["backend"] != "lathe" and details["outline"] == "tube", details["reason"]
+    width, _, depth = np.ptp(mesh.positions, axis=0)
+    assert depth < 0.5 * width, (depth, width)
+    assert details["inferred"]["back_and_sides"]
+
+
+def _mirrored(mesh: TexturedMesh) -> TexturedMesh:
+    """The old mapping: every vertex samples the photo straight through the solid."""
+    p = mesh.positions
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    width = mesh.texture.shape[1]
+    photo = (width - 8) / width  # the continuation strip sits right of the photo
+    u = (p[:, 0] - lo[0]) / (hi[0] - lo[0]) * photo
+    v = (hi[1] - p[:, 1]) / (hi[1] - lo[1])
+    return replace(mesh, uvs=np.stack([u, v], axis=-1).astype(np.float32))
+
+
+def test_no_mirrored_text_and_the_check_catches_it(tube: tuple[np.ndarray, dict]) -> None:
+    mesh, _, cutout = _mesh(tube)
+    results = {r["rule"]: r for r in model_checks(mesh, cutout)}
+    assert all(r["passed"] for r in results.values()), results
+    assert results["model_front_iou"]["measured"] >= 0.95
+    bad = {r["rule"]: r for r in model_checks(_mirrored(mesh), cutout)}
+    assert not bad["model_mirrored_text"]["passed"], bad
+    assert bad["model_mirrored_text"]["measured"]["back"] > 0.8
+
+
+def _glb(mesh: TexturedMesh) -> bytes:
+    return encode_glb(mesh, encode_png(Image.fromarray(mesh.texture)), "image/png")
+
+
+def test_one_photo_3d_waits_for_review_and_inherits_the_cutouts_doubt(
+    tube: tuple[np.ndarray, dict],
+) -> None:
+    mesh, _, _ = _mesh(tube)
+    glb = _glb(mesh)
+    brand = BrandRules(brand="Acme")
+    sure = ValidationContext(cutout_confidence=0.97, one_photo_3d=True)
+    report = validate_asset(glb, brand=brand, context=sure)
+    assert report.verdict == "needs_review"
+    assert [r.rule for r in report.results if not r.passed] == ["inferred_3d"]
+    opted = brand.model_copy(update={"auto_approve_inferred_3d": True})
+    assert validate_asset(glb, brand=opted, context=sure).verdict == "approved"
+    doubtful = replace(sure, cutout_confidence=0.32)  # grey on grey: its packshots rejected
+    report = validate_asset(glb, brand=opted, context=doubtful)
+    assert report.verdict == "rejected"
+    assert "cutout_confidence" in {r.rule for r in report.results if not r.passed}
+
+
+def test_upscaled_packshot_says_so_with_its_figures() -> None:
+    data = packshot(product_cutout())
+    context = ValidationContext(source_long_side=600)
+    report = validate_image(data, preset=load_preset("amazon_main"), context=context)
+    upscaled = next(r for r in report.results if r.rule == "upscaled")
+    assert not upscaled.passed and upscaled.measured["source_px"] == 600
+    assert upscaled.measured["output_px"] > 1700 and "upscaled" in upscaled.message
+    fine = validate_image(
+        data, preset=load_preset("amazon_main"), context=ValidationContext(source_long_side=2000)
+    )
+    assert next(r for r in fine.results if r.rule == "upscaled").passed
+
+
+COLOURS = [
+    (200, 16, 46),
+    (20, 20, 20),
+    (128, 128, 128),
+    (230, 230, 230),
+    (30, 90, 200),
+    (250, 220, 40),
+]
+
+
+@pytest.mark.parametrize("colour", COLOURS)
+def test_a_compact_off_white_patch_is_caught_on_every_product(colour: tuple[int, int, int]) -> None:
+    clean = packshot(product_cutout(colour=colour, logo_at=None))
+
+    def patch(image: np.ndarray) -> np.ndarray:
+        image[:40, :40] = 254
+        return image
+
+    preset = load_preset("amazon_main")
+    passed = {r.rule: r.passed for r in validate_image(clean, preset=preset).results}
+    assert passed["background_pure"], colour
+    seeded = {r.rule: r.passed for r in validate_image(edit(clean, patch), preset=preset).results}
+    assert not seeded["background_pure"], colour
