@@ -35,6 +35,7 @@ from pipeline.stage import (
     Blob,
     Check,
     InputSpec,
+    JobContext,
     OutputSpec,
     Resources,
     StageContext,
@@ -56,6 +57,11 @@ def _encode(pixels: np.ndarray, image_format: str, xmp: str) -> bytes:
         return encode_webp(image, quality=90, xmp=xmp)
     # level 3: a render is mostly flat background, so higher levels buy little but time
     return encode_png(image, xmp=xmp, icc=True, compress_level=3)
+
+
+def _from_job(job: JobContext) -> dict[str, Any]:
+    """The brand's colour-drift tolerance for the generative backends' guard."""
+    return {} if job.brand is None else {"drift_tolerance": job.brand.drift_tolerance}
 
 
 class ViewsStage:
@@ -88,6 +94,7 @@ class ViewsStage:
         preload=("moderngl", "cv2"),
         # generated views are validated (view_00) with the guard's rules; procedural ones not
         check=Check("checked_view", label="views_generated", backends=("hybrid:*", "multiview:*")),
+        job_params=_from_job,
         optional_3d=True,
     )
 
