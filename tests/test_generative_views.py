@@ -138,3 +138,30 @@ def test_guard_sends_a_hue_shifted_view_to_review() -> None:
     document = json.loads(result.outputs["report"].data)
     drift = [r for r in document["results"] if r["rule"] == "generative_colour_drift"]
     assert drift[0]["passed"] is False and document["verdict"] == "needs_review"
+
+
+@pytest.mark.slow  # builds the tiny models (module fixture): ~20 s on this machine
+def test_model_cache_loads_once_pins_revisions_and_unloads_by_vram(
+    models_root: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from pipeline.errors import ModelUnavailableError
+    from pipeline.generative.cache import DiffusersModelCache
+    from pipeline.settings import ModelsSettings
+
+    cache = DiffusersModelCache(ModelsSettings(root=models_root, vram_budget_mb=1), "cpu")
+    first = cache.pipeline("tiny-multiview")
+    assert cache.pipeline("tiny-multiview", first.model.digest) is first  # loaded once
+    with pytest.raises(ModelUnavailableError, match="revision 0000000000000000 is not on"):
+        cache.pipeline("tiny-multiview", "0000000000000000")
+    cache.pipeline("tiny-sdxl-depth-img2img")  # past the 1 MB budget: the LRU one goes
+    assert [name for name, _, _ in cache.loaded()] == ["tiny-sdxl-depth-img2img"]
+    assert cache.unload("tiny-sdxl-depth-img2img", cache.loaded()[0][1])
+    assert cache.loaded() == []
+    # a missing weight file fails clearly, never a download
+    broken = tmp_path / "models"
+    shutil.copytree(models_root / "tiny-multiview", broken / "tiny-multiview")
+    next((broken / "tiny-multiview" / "unet").glob("*.safetensors")).unlink()
+    with pytest.raises(ModelUnavailableError, match="could not be loaded from its folder"):
+        DiffusersModelCache(ModelsSettings(root=broken), "cpu").pipeline("tiny-multiview")
