@@ -4,6 +4,9 @@
 
 Detection: for each corpus case, was it caught by the rule meant for it, and which other
 rules fired; for each compliant original, did any non-warn rule fail (a false rejection).
+Consistency: each seeded background violation (off-white patch, faint gradient, 1 px grey
+frame, text at 8 % contrast) on every preset with a product of every colour: caught on how
+many products, and how many clean packshots pass (``--consistency-only`` runs just this).
 Speed: validating a 2048x2048 JPEG packshot against a brand (colours + logo) and
 ``amazon_main``: checks alone, and checks plus the overlay PNG.
 """
@@ -22,7 +25,11 @@ from benchmarks.violation_corpus import (
     AMAZON,
     BRAND,
     CTX,
+    PRESET_RULES,
+    PRODUCT_COLOURS,
+    clean_packshot,
     compliant,
+    consistency_cases,
     packshot,
     product_cutout,
     violations,
@@ -35,8 +42,12 @@ PRESETS = ("amazon_main", "walmart", "google_shopping", "ebay", "shopify", "zala
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--consistency-only", action="store_true")
     args = parser.parse_args()
     console = Console()
+    consistency(console)
+    if args.consistency_only:
+        return
 
     per_rule: dict[str, dict[str, int]] = defaultdict(
         lambda: {"caught": 0, "missed": 0, "false": 0}
@@ -89,6 +100,40 @@ def main() -> None:
         f"checks median {statistics.median(checks) * 1000:.0f} ms (min {min(checks) * 1000:.0f}); "
         f"with overlay median {statistics.median(with_overlay) * 1000:.0f} ms"
     )
+
+
+def consistency(console: Console) -> None:
+    kinds = ("clean passes", "off_white_patch", "faint_gradient", "grey_frame_1px", "text_8pct")
+    counts: dict[tuple[str, str], list[str]] = defaultdict(list)  # -> colours it failed on
+    for preset in PRESET_RULES:
+        rules = load_preset(preset)
+        for name, colour in PRODUCT_COLOURS.items():
+            clean = clean_packshot(preset, colour)
+            report = validate_image(clean, preset=rules)
+            if any(not r.passed and r.severity != "warn" for r in report.results):
+                counts[(preset, "clean passes")].append(name)
+            for kind, (data, rule) in consistency_cases(preset, colour, clean).items():
+                failed = {
+                    r.rule for r in validate_image(data, preset=rules).results if not r.passed
+                }
+                missed = counts.setdefault((preset, kind), [])  # the case exists here
+                if rule not in failed:
+                    missed.append(name)
+    table = Table(title=f"seeded background violations, {len(PRODUCT_COLOURS)} product colours")
+    for column in ("preset", *kinds):
+        table.add_column(column)
+    total = len(PRODUCT_COLOURS)
+    for preset in PRESET_RULES:
+        cells = []
+        for kind in kinds:
+            if kind != "clean passes" and (preset, kind) not in counts:
+                cells.append("n/a")
+                continue
+            missed = counts[(preset, kind)]
+            cell = f"{total - len(missed)}/{total}"
+            cells.append(cell if not missed else f"[red]{cell}[/] ({', '.join(missed)})")
+        table.add_row(preset, *cells)
+    console.print(table)
 
 
 if __name__ == "__main__":

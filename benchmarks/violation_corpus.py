@@ -196,3 +196,96 @@ def compliant(preset: str) -> bytes:
     """The compliant packshot for ``preset`` (its canvas size and aspect)."""
     width, height = {"walmart": (2200, 2200), "zalando": (1524, 2200)}.get(preset, (2000, 2000))
     return packshot(product_cutout(), width=width, height=height, fill=0.88)
+
+
+# -- consistency: each seeded background violation on every preset and product colour ------
+# (issue 14: a 40x40 patch of 254 was caught on some products and missed on others)
+
+PRODUCT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (200, 16, 46),
+    "black": (20, 20, 20),
+    "charcoal": (60, 60, 64),
+    "grey": (128, 128, 128),
+    "light_grey": (215, 215, 215),
+    "navy": (20, 40, 110),
+    "blue": (30, 90, 200),
+    "green": (40, 160, 60),
+    "yellow": (250, 220, 40),
+    "pink": (255, 160, 200),
+    "brown": (120, 70, 30),
+    "cream": (235, 225, 200),
+}
+PRESET_CANVAS = {"walmart": (2200, 2200), "zalando": (1524, 2200)}
+PRESET_RULES = {
+    # which of each preset's rules the seeded violations fall under (None: it allows them)
+    "amazon_main": {"patch": "background_pure", "frame": "borders", "text": "background_marks"},
+    "walmart": {"patch": "background_pure", "frame": "background_pure", "text": "background_marks"},
+    "zalando": {"patch": "background_pure", "frame": "background_pure", "text": "background_marks"},
+    "google_shopping": {"patch": None, "frame": "borders", "text": "background_marks"},
+    "ebay": {"patch": None, "frame": "borders", "text": "background_marks"},
+    "shopify": {"patch": None, "frame": None, "text": None},
+}
+
+
+def clean_packshot(preset: str, colour: tuple[int, int, int]) -> bytes:
+    width, height = PRESET_CANVAS.get(preset, (2000, 2000))
+    return packshot(product_cutout(colour=colour, logo_at=None), width=width, height=height)
+
+
+def _off(preset: str) -> int:
+    """How far off white the seeded background is: one level past the preset's tolerance."""
+    return 1 + {"zalando": 2}.get(preset, 0)
+
+
+def off_white_patch(level: int, side: int = 40) -> Callable[[np.ndarray], np.ndarray]:
+    def apply(image: np.ndarray) -> np.ndarray:
+        image[:side, :side] = 255 - level
+        return image
+
+    return apply
+
+
+def faint_gradient(level: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The background darkens toward the bottom by up to ``level + 3`` levels (product
+    pixels untouched)."""
+
+    def apply(image: np.ndarray) -> np.ndarray:
+        h = image.shape[0]
+        ramp = np.clip((np.arange(h) - 0.6 * h) / (0.4 * h), 0, 1) * (level + 3)
+        white = (image == 255).all(axis=2)
+        shade = np.rint(255 - ramp).astype(np.uint8)[:, None].repeat(image.shape[1], axis=1)
+        image[white] = shade[white][:, None]
+        return image
+
+    return apply
+
+
+def grey_frame(image: np.ndarray) -> np.ndarray:
+    image[0], image[-1], image[:, 0], image[:, -1] = 160, 160, 160, 160
+    return image
+
+
+def faint_text(image: np.ndarray) -> np.ndarray:
+    """A line of text at 8 % contrast (level 235 on white) on the background."""
+    canvas = Image.fromarray(image)
+    h = image.shape[0]
+    ImageDraw.Draw(canvas).text(
+        (round(0.03 * h), round(0.955 * h)), "SAMPLE TEXT", fill=(235, 235, 235), font_size=0.03 * h
+    )
+    return np.asarray(canvas).copy()
+
+
+def consistency_cases(
+    preset: str, colour: tuple[int, int, int], clean: bytes | None = None
+) -> dict[str, tuple[bytes, str]]:
+    """kind -> (seeded image, the rule that must catch it) for the preset's rules."""
+    base = clean if clean is not None else clean_packshot(preset, colour)
+    rules = PRESET_RULES[preset]
+    level = _off(preset)
+    edits: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str | None]] = {
+        "off_white_patch": (off_white_patch(level), rules["patch"]),
+        "faint_gradient": (faint_gradient(level), rules["patch"]),
+        "grey_frame_1px": (grey_frame, rules["frame"]),
+        "text_8pct": (faint_text, rules["text"]),
+    }
+    return {kind: (edit(base, fn), rule) for kind, (fn, rule) in edits.items() if rule}

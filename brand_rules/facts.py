@@ -210,11 +210,23 @@ def _segment(facts: ImageFacts, noise: int) -> None:
     outline = _fill_holes(near_main.astype(bool))
     product_labels = {main} | {int(v) for v in np.unique(labels[outline]) if v}
     product_small = np.isin(labels, list(product_labels)) | _fill_holes(labels == main)
+    # A word is one mark, not one per letter: stray components within ``reach`` of each
+    # other are grouped before their area is judged (letters of small text each fell under
+    # the minimum area, so text passed on some canvases and failed on others).
+    stray = (labels > 0) & ~np.isin(labels, list(product_labels))
+    grouped = cv2.dilate(stray.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8))
+    groups, group_labels, group_stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+    areas = np.bincount(group_labels[stray], minlength=groups)
     marks = []
-    for label in range(1, n):
-        if label in product_labels:
+    for group in range(1, groups):
+        if not areas[group]:
             continue
-        x, y, bw, bh, area = (int(v) for v in stats[label])
+        gx, gy, gw, gh, _ = (int(v) for v in group_stats[group])
+        # the dilation grew the box by ``reach`` on each side (less at the frame's edges)
+        x, y = gx + (reach if gx > 0 else 0), gy + (reach if gy > 0 else 0)
+        bw = max(1, min(gx + gw, stray.shape[1]) - x - (reach if gx + gw < stray.shape[1] else 0))
+        bh = max(1, min(gy + gh, stray.shape[0]) - y - (reach if gy + gh < stray.shape[0] else 0))
+        area = int(areas[group])
         marks.append(
             (
                 round(x / scale),

@@ -111,6 +111,11 @@ class ShapeParams(StrictModel):
         description="depth / width when the SKU gives no depth; default: 0.35 for a box, the "
         "natural rounded thickness for inflate",
     )
+    back: Literal["continuation", "front"] = Field(
+        default="continuation",
+        description="what the unseen back shows: a continuation of the product's colours, or "
+        "(where the brand allows it: its back really is its front) the front, unmirrored",
+    )
     default_height_m: float = Field(default=0.25, gt=0.0, le=10.0)
     max_triangles: int = Field(default=20000, ge=1000, le=100000)
     texture_size: int = Field(default=1024, ge=256, le=2048)

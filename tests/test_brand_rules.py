@@ -12,7 +12,11 @@ from benchmarks.violation_corpus import (
     BRAND,
     CASES,
     CTX,
+    PRESET_RULES,
+    PRODUCT_COLOURS,
+    clean_packshot,
     compliant,
+    consistency_cases,
     packshot,
     product_cutout,
     violations,
@@ -72,3 +76,41 @@ def test_every_preset_says_where_its_numbers_come_from() -> None:
     for name in preset_names():
         preset = load_preset(name)
         assert preset.sources and all(len(s) > 40 for s in preset.sources)
+
+
+# Every product colour once, each with a preset whose rules forbid the seeded edits
+# (``benchmarks/validation.py`` runs every preset with every colour).
+CONSISTENCY = [
+    (AMAZON, "black"),
+    (AMAZON, "light_grey"),
+    (AMAZON, "yellow"),
+    (AMAZON, "cream"),
+    ("walmart", "red"),
+    ("walmart", "navy"),
+    ("zalando", "grey"),
+    ("zalando", "pink"),
+    ("ebay", "green"),
+    ("ebay", "charcoal"),
+    ("google_shopping", "blue"),
+    ("google_shopping", "brown"),
+]
+
+
+def test_the_consistency_subset_covers_every_colour_and_preset() -> None:
+    assert {c for _, c in CONSISTENCY} == set(PRODUCT_COLOURS)
+    assert {p for p, _ in CONSISTENCY} == {p for p, r in PRESET_RULES.items() if any(r.values())}
+
+
+@pytest.mark.parametrize(("preset", "colour"), CONSISTENCY)
+def test_seeded_background_violations_are_caught_on_every_product(preset: str, colour: str) -> None:
+    """An off-white patch, a faint gradient, a 1 px grey frame and text at 8 % contrast are
+    caught whatever the product's colour, and the clean packshot passes (issue 14)."""
+    rules = load_preset(preset)
+    clean = clean_packshot(preset, PRODUCT_COLOURS[colour])
+    report = validate_image(clean, preset=rules)
+    assert [r.rule for r in report.results if not r.passed and r.severity != "warn"] == []
+    cases = consistency_cases(preset, PRODUCT_COLOURS[colour], clean)
+    assert cases
+    for kind, (data, rule) in cases.items():
+        failed = {r.rule for r in validate_image(data, preset=rules).results if not r.passed}
+        assert rule in failed, f"{kind} on {colour} vs {preset}: {failed}"

@@ -2,9 +2,9 @@
 
 The front face is the silhouette's bounding rectangle, the depth comes from the SKU (or a
 ratio of the width). Every face has its own four corners (hard edges, flat normals). The
-front and back show the photo (the back mirrored); each side shows the band of the photo
-next to that edge, folded in the middle of the side so both of its seams continue the
-colours of the faces they touch, instead of one edge column smeared across the side.
+UVs built here put the photo on the front and fold its edge bands over the sides;
+``pipeline.mesh.surface`` then re-points every face but the front at a continuation of the
+product's colours (no mirrored artwork on the back).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ the back mirrors it, and front and back share the outline's nodes, so the solid 
 Outline nodes are pulled onto the silhouette's edge along the signed distance's gradient,
 which keeps the front view faithful at any grid step. Grid cells that would touch only
 at a corner are dropped first: that keeps every vertex manifold. UVs are the front's
-planar projection (the back shows the front mirrored).
+planar projection; ``pipeline.mesh.surface`` re-points the back and the steep sides at a
+continuation of the product's colours.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ half-width. Rings of ``segments`` vertices sweep that profile around the axis (f
 angle 0 facing +Z), closed by flat caps with their own vertices (a hard edge for shading;
 positions coincide, so the welded mesh is watertight). UVs are the front's planar
 projection: a point's texture is the photo's pixel in front of it, so the front view
-reproduces the photo and the back shows the front mirrored, the most plausible guess for a
-symmetric product.
+reproduces the photo; ``pipeline.mesh.surface`` then points the faces the photo did not see
+(back, sides, caps) at a continuation of the product's colours.
 """
 
 from __future__ import annotations

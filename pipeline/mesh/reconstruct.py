@@ -171,7 +171,7 @@ def reconstruct(
         faces = faces[:, [0, 2, 1]]
     normals = vertex_normals(positions, faces)
     positions, normals, uvs, faces, texture, surface = with_continuation(
-        positions, normals, uvs, faces, sil.rgb, sil.mask, params.texture_size
+        positions, normals, uvs, faces, sil.rgb, sil.mask, params.texture_size, params.back
     )
     mesh = TexturedMesh(
         positions=positions.astype(np.float32),
@@ -196,7 +196,9 @@ def reconstruct(
         "measures": measures.as_dict(),
         # what the photo did not show was inferred: the back and the sides
         "inferred": {
-            "back_and_sides": "continuation of the outline's colours",
+            "back_and_sides": "continuation of the outline's colours"
+            if params.back == "continuation"
+            else "back: the front unmirrored (template setting); sides: continuation",
             **surface,
         },
         "triangles": len(faces),

@@ -12,6 +12,10 @@ The continuation lives in a narrow strip appended to the right of the photo text
 strip, because it varies only along the height), so the mesh keeps one material and one
 texture. A vertex shared by a front face and a back or side face is split in two, one with
 each UV; normals come from the unsplit mesh, so the split leaves no shading crease.
+
+Where the template says the back really is the front (``back: front``, default off), the
+faces turned away from the camera show the photo unmirrored (seen from behind, its left
+edge on the viewer's left); the sides still take the continuation.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def with_continuation(
     texture: np.ndarray,
     mask: np.ndarray,
     max_side: int,
+    back: str = "continuation",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """(positions, normals, uvs, faces, texture, stats): faces that do not face the camera
     sample the continuation strip instead of the photo."""
@@ -73,17 +78,20 @@ def with_continuation(
     a, b, c = (positions[faces[:, k]].astype(np.float64) for k in range(3))
     face_n = np.cross(b - a, c - a)
     length = np.maximum(np.linalg.norm(face_n, axis=1), 1e-20)
-    front = face_n[:, 2] / length >= FRONT_FACING
+    facing = face_n[:, 2] / length
+    front = facing >= FRONT_FACING
+    away = (facing <= -FRONT_FACING) & (back == "front")
     photo_uv = np.stack([uvs[:, 0] * photo_w / total, uvs[:, 1]], axis=-1)
     strip_uv = np.stack([np.full(len(uvs), (photo_w + STRIP / 2) / total), uvs[:, 1]], axis=-1)
+    back_uv = np.stack([(1.0 - uvs[:, 0]) * photo_w / total, uvs[:, 1]], axis=-1)
     n = len(positions)
-    split_faces = np.where(front[:, None], faces, faces + n)
+    split_faces = np.where(front[:, None], faces, np.where(away[:, None], faces + 2 * n, faces + n))
     used = np.unique(split_faces)
-    remap = -np.ones(2 * n, np.int64)
+    remap = -np.ones(3 * n, np.int64)
     remap[used] = np.arange(len(used))
-    all_positions = np.concatenate([positions, positions])[used]
-    all_normals = np.concatenate([normals, normals])[used]
-    all_uvs = np.concatenate([photo_uv, strip_uv])[used]
+    all_positions = np.concatenate([positions, positions, positions])[used]
+    all_normals = np.concatenate([normals, normals, normals])[used]
+    all_uvs = np.concatenate([photo_uv, strip_uv, back_uv])[used]
     areas = length / 2
     stats = {"photo_area_share": round(float(areas[front].sum() / areas.sum()), 4)}
     return all_positions, all_normals, all_uvs, remap[split_faces], atlas, stats

@@ -7,9 +7,11 @@
   outline; the scale is the SKU's business).
 * ``model_colour_drift``: CIEDE2000 between the median colours of the product pixels of that
   render and of the cutout (a texture mapped to the wrong place drifts).
-* ``model_mirrored_text``: the back view's luminance edges against the horizontally mirrored
-  front's (normalised cross-correlation over the pixels both cover). A back that shows the
-  front's artwork reversed correlates strongly; a continuation of colours does not.
+* ``model_mirrored_text``: the back and side views' signed horizontal luminance gradients
+  against the horizontally mirrored front's (normalised cross-correlation over the pixels
+  both cover). A back that shows the front's artwork reversed correlates fully (1.0 on the
+  example tube); a continuation of colours does not (about 0), nor does the front
+  unmirrored (0.31 on the tube, whose centred label is fairly symmetric).
 * ``turntable_seamless``: the step from the last frame back to the first is no bigger than
   the largest step between neighbouring frames (a loop without a jump).
 """
@@ -26,7 +28,7 @@ from pipeline.rendering import OffscreenRenderer, TexturedMesh, framing_camera
 
 MIN_FRONT_IOU = 0.9
 MAX_COLOUR_DRIFT = 6.0  # CIEDE2000
-MAX_MIRROR_CORRELATION = 0.35
+MAX_MIRROR_CORRELATION = 0.6
 SEAM_SLACK = 1.5  # the loop's step may be this much larger than the largest other step
 RENDER_SIZE = 384
 
@@ -53,23 +55,31 @@ def _crop(rgba: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
 
 
 def edge_map(rgba: np.ndarray) -> np.ndarray:
-    """Luminance gradient magnitude inside the product (its outline's own edge left out)."""
+    """The signed horizontal luminance gradient inside the product (its outline's own edge
+    left out). Signed and horizontal only: the vertical strokes of letters carry which way
+    text reads, while horizontal band edges and symmetric layouts look the same either way
+    and would let a correctly reading back correlate with the mirrored front."""
     grey = cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
     inner = cv2.erode((rgba[..., 3] > 200).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-    return np.where(inner, np.hypot(gx, gy), 0.0).astype(np.float32)
+    return np.where(inner, gx, 0.0).astype(np.float32)
+
+
+def _inner(rgba: np.ndarray) -> np.ndarray:
+    eroded = cv2.erode((rgba[..., 3] > 200).astype(np.uint8), np.ones((7, 7), np.uint8))
+    return np.asarray(eroded > 0)
 
 
 def mirror_correlation(front: np.ndarray, other: np.ndarray) -> float:
-    """Normalised cross-correlation of ``other``'s edges with the mirrored front's, both
-    RGBA renders from one framing; 1 for a back that is the front mirrored."""
-    a = edge_map(front)[:, ::-1]
-    b = edge_map(other)
-    both = (a > 0) & (b > 0)
+    """Normalised cross-correlation of ``other``'s :func:`edge_map` with the mirrored
+    front's, over the pixels both cover (both RGBA renders from one framing): 1 for a back
+    that is the front mirrored, about 0 for a plain continuation."""
+    mirrored = np.ascontiguousarray(front[:, ::-1])
+    both = _inner(mirrored) & _inner(other)
     if both.sum() < 50:
         return 0.0
-    x, y = a[both] - a[both].mean(), b[both] - b[both].mean()
+    a, b = edge_map(mirrored)[both], edge_map(other)[both]
+    x, y = a - a.mean(), b - b.mean()
     denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
     return float((x * y).sum() / denominator) if denominator > 0 else 0.0
 
