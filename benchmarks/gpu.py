@@ -7,11 +7,12 @@ With real weights (the models provisioned under ``--models-root``, default
 ``SKUFORGE_MODELS__ROOT``; see docs/models.md) every model that serves a backend is run
 through its stage's real code: ``scene`` (sdxl-inpaint) on a 1600 px slot generated at
 1024 px with 30 steps, ``views`` (hybrid) on eight 1024 px views with 20 steps at strength
-0.3. Seconds per asset are the median of ``--repeats`` runs after one warm-up (the load);
-peak VRAM is torch's ``max_memory_allocated`` over the runs; SKUs per hour for one GPU =
-3600 / (seconds per asset x assets per SKU): the ``lifestyle`` template's two scene slots,
-one 8-view set. Without CUDA or MPS it says so and exits 2: CPU figures for real weights
-would mean nothing.
+0.3, ``views`` (multiview) on eight 1024 px views with 30 steps. Seconds per asset are
+the median of ``--repeats`` runs after one warm-up (the load); peak VRAM is torch's
+``max_memory_allocated`` over the runs; SKUs per hour for one GPU = 3600 / (seconds per
+SKU): the ``lifestyle`` template's two scene slots, one 8-view set per views backend.
+Without CUDA or MPS it says so and exits 2: CPU figures for real weights would mean
+nothing.
 
 ``--tiny`` builds the tests' tiny random models (tests/tiny_diffusers.py) in a temporary
 folder and runs the same stage code on the CPU at 64 px with 2 steps: the CPU seconds only
@@ -41,6 +42,12 @@ REAL = {
         "assets_per_sku": 2,
         "params": {"width": 1600, "height": 1600, "generation_size": 1024, "steps": 30},
     },
+    "multiview": {
+        "stage": "views",
+        "assets_per_sku": 1,
+        "views": 8,
+        "params": {"count": 8, "size": 1024, "generation_size": 1024, "steps": 30},
+    },
     "hybrid": {
         "stage": "views",
         "assets_per_sku": 1,  # one set of 8 views; seconds are per view below
@@ -51,6 +58,7 @@ REAL = {
 TINY = {
     "sdxl-inpaint": {"width": 96, "height": 80, "generation_size": 64, "steps": 2},
     "hybrid": {"count": 2, "size": 64, "generation_size": 64, "steps": 2, "strength": 0.5},
+    "multiview": {"count": 4, "size": 64, "generation_size": 64, "steps": 2},
 }
 
 
@@ -177,22 +185,23 @@ def _quiet() -> None:
 
 
 def tiny(repeats: int) -> int:
-    from tests.tiny_diffusers import build_hybrid_model, build_inpaint_model
+    from tests.tiny_diffusers import build_hybrid_model, build_inpaint_model, build_multiview_model
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         build_inpaint_model(root)
         build_hybrid_model(root)
+        build_multiview_model(root)
         table = Table(title=f"tiny random models on the CPU (median of {repeats}; path only)")
         for column in ("backend", "output", "wall s / invocation", "CPU s / invocation"):
             table.add_column(column, justify="left" if column in ("backend", "output") else "right")
         for backend, params in TINY.items():
             figures = run_backend(root, backend, params, repeats)
-            output = (
-                "1 scene shot 96x80 (64 px, 2 steps)"
-                if backend == "sdxl-inpaint"
-                else "2 views 64 px (2 steps)"
-            )
+            output = {
+                "sdxl-inpaint": "1 scene shot 96x80 (64 px, 2 steps)",
+                "hybrid": "2 views 64 px (2 steps, strength 0.5)",
+                "multiview": "4 views 64 px from 4 cameras (2 steps)",
+            }[backend]
             table.add_row(
                 figures["backend"], output, f"{figures['wall_s']:.2f}", f"{figures['cpu_s']:.2f}"
             )
