@@ -499,7 +499,8 @@ def run_scenario(
         "SKUFORGE_DISPATCH__OUTBOX_GRACE_S": "2",
         "SKUFORGE_DISPATCH__QUEUED_RESEND_S": "30",
         "SKUFORGE_API__ALLOW_PRIVATE_URLS": "true",
-        "SKUFORGE_WEBHOOKS__SCHEDULE_S": "[0, 1, 2, 4, 8, 8, 8, 8, 8, 8]",
+        # a few minutes of retries: longer than any fault here lasts
+        "SKUFORGE_WEBHOOKS__SCHEDULE_S": "[0, 1, 2, 4, 8, 15, 30, 30, 30, 30, 30, 30]",
         "SKUFORGE_WEBHOOKS__TIMEOUT_S": "2",
         "SKUFORGE_WEBHOOKS__SWEEP_S": "2",
         "SKUFORGE_RATE_LIMIT__PER_TENANT": "100000/minute",
