@@ -49,6 +49,7 @@ from service.batch_cli import add_batch_commands
 from service.keys_cli import add_keys_commands
 from service.local_jobs import export_job, read_brand, read_sku, run_local_job
 from service.models_cli import add_models_commands
+from service.tenants_cli import add_tenants_commands
 from service.users_cli import add_users_commands
 from sku_templates import list_templates
 from storage import LocalArtifactStore
@@ -412,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_commands(sub)  # skuforge batch run | submit (service/batch_cli.py)
     add_models_commands(sub)  # skuforge models list | check | pull (service/models_cli.py)
     add_users_commands(sub)  # skuforge users create | password (service/users_cli.py)
+    add_tenants_commands(sub)  # skuforge tenants list | set (service/tenants_cli.py)
     return parser
 
 

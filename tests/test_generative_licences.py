@@ -107,3 +107,22 @@ def test_api_refuses_a_commercial_tenant_with_problem_json(api: Api) -> None:
     assert allowed.status_code == 202, allowed.text
     scene = [s for s in allowed.json()["stages"] if s["id"].startswith("scene.")]
     assert [s["id"] for s in scene] == ["scene.kitchen", "scene.banner"]
+
+
+def test_operator_sets_the_commercial_flag_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+    from storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'tenants.db'}"
+    upgrade(url)
+    with transaction(session_factory(make_engine(url))) as session:
+        session.add(Tenant(name="acme"))
+    assert main(["tenants", "set", "acme", "--commercial", "--url", url]) == 0
+    assert main(["tenants", "list", "--url", url]) == 0
+    assert capsys.readouterr().out.split("\t")[-1].strip() == "commercial"
+    assert main(["tenants", "set", "acme", "--non-commercial", "--url", url]) == 0
+    with session_factory(make_engine(url))() as session:
+        assert session.query(Tenant).one().commercial is False
+    assert main(["tenants", "set", "nobody", "--commercial", "--url", url]) == 1
