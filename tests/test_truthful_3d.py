@@ -18,14 +18,16 @@ from benchmarks.violation_corpus import packshot, product_cutout
 from brand_rules import BrandRules, ValidationContext, load_preset, validate_asset, validate_image
 from pipeline.formats.gltf import encode_glb
 from pipeline.imaging.codecs import decode_rgba, encode_png
+from pipeline.mesh.codec import encode_mesh
 from pipeline.mesh.reconstruct import reconstruct
-from pipeline.mesh.truth import mirror_correlation, model_checks
+from pipeline.mesh.truth import mirror_correlation, model_checks, turntable_checks
 from pipeline.rendering import OffscreenRenderer, TexturedMesh, framing_camera
 from pipeline.stage import StageContext
 from pipeline.stages.cutout import CutoutStage
 from pipeline.stages.ingest import IngestStage
+from pipeline.stages.turntable import TurntableStage
 from sku_templates import IngestParams
-from sku_templates.schema import CutoutParams, ShapeParams
+from sku_templates.schema import CutoutParams, ShapeParams, TurntableParams
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -131,3 +133,26 @@ def test_upscaled_packshot_says_so_with_its_figures() -> None:
         data, preset=load_preset("amazon_main"), context=ValidationContext(source_long_side=2000)
     )
     assert next(r for r in fine.results if r.rule == "upscaled").passed
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_turntable_guard_sees_mirrored_artwork_and_a_seamless_loop(
+    tube: tuple[np.ndarray, dict], mirrored: bool
+) -> None:
+    mesh, _, _ = _mesh(tube)
+    if mirrored:
+        mesh = _mirrored(mesh)
+    result = TurntableStage().run(
+        {"mesh": encode_mesh(mesh)},
+        TurntableParams(frames=24, size=256),
+        StageContext(seed=0, backend="moderngl+pyav"),
+    )
+    guard = {r["rule"]: r for r in json.loads(result.outputs["guard"].data)["results"]}
+    assert guard["turntable_seamless"]["passed"], guard
+    assert guard["turntable_mirrored_text"]["passed"] is not mirrored, guard
+
+
+def test_a_jump_between_the_last_and_first_frame_is_caught() -> None:
+    ramp = [np.full((128, 128, 3), 10.0 * i, np.float32) for i in range(12)]
+    assert turntable_checks(ramp + ramp[::-1])[0]["passed"]  # there and back: seamless
+    assert not turntable_checks(ramp)[0]["passed"]  # 0 -> 110 in one step at the seam

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -146,13 +147,16 @@ def thumbnail(frame: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.resize(frame, (128, 128), interpolation=cv2.INTER_AREA), np.float32)
 
 
-def turntable_checks(small: list[np.ndarray]) -> list[dict[str, Any]]:
+def turntable_checks(
+    small: list[np.ndarray], front: np.ndarray | None = None, others: Sequence[np.ndarray] = ()
+) -> list[dict[str, Any]]:
     """Seamless loop: the last-to-first step against the steps between neighbours, on
-    :func:`thumbnail`s of the frames."""
+    :func:`thumbnail`s of the frames; and, given the front frame and the frames a quarter,
+    half and three quarters round (premultiplied RGBA), the mirrored-text check."""
     steps = [float(np.abs(a - b).mean()) for a, b in itertools.pairwise(small)]
     loop = float(np.abs(small[-1] - small[0]).mean())
     limit = SEAM_SLACK * max(steps, default=0.0) + 0.5
-    return [
+    results = [
         result(
             "turntable_seamless",
             loop <= limit,
@@ -161,3 +165,15 @@ def turntable_checks(small: list[np.ndarray]) -> list[dict[str, Any]]:
             "the spin jumps from its last frame to its first",
         )
     ]
+    if front is not None and others:
+        scores = [round(mirror_correlation(front, other), 3) for other in others]
+        results.append(
+            result(
+                "turntable_mirrored_text",
+                max(scores) <= MAX_MIRROR_CORRELATION,
+                scores,
+                f"edge correlation with the mirrored front <= {MAX_MIRROR_CORRELATION}",
+                "part of the spin shows the front's artwork mirrored",
+            )
+        )
+    return results

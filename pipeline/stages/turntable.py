@@ -34,8 +34,9 @@ depend on the machine's core count. On the 2-core CPU machine rendering dominate
 issue 4 before trading that quality for time.
 
 The ``guard`` output (not exported) says whether the loop is seamless (the step from the
-last frame to the first against the steps between neighbours, ``pipeline.mesh.truth``);
-``validate.turntable`` merges it.
+last frame to the first against the steps between neighbours) and whether the frames a
+quarter, half and three quarters round show the front's artwork mirrored
+(``pipeline.mesh.truth``); ``validate.turntable`` merges it.
 """
 
 from __future__ import annotations
@@ -127,8 +128,13 @@ class TurntableStage:
             jobs: list[Future[None]] = []
             jpeg_jobs: list[Future[bytes]] = []
             thumbnails: list[np.ndarray] = []
+            quarters = {0, params.frames // 4, params.frames // 2, 3 * params.frames // 4}
+            kept: dict[int, np.ndarray] = {}  # front, sides and back for the mirror check
             for index, camera in enumerate(cameras):
-                frame = over_colour(renderer.render_premultiplied(mesh, camera), background)
+                rendered = renderer.render_premultiplied(mesh, camera)
+                if index in quarters:
+                    kept[index] = rendered.copy()
+                frame = over_colour(rendered, background)
                 jobs.append(h264.submit(mp4_writer.add, frame))
                 jobs.append(other.submit(webm_writer.add, frame))
                 jpeg_jobs.append(other.submit(jpeg, frame))
@@ -141,7 +147,8 @@ class TurntableStage:
             frames_jpeg = [job.result() for job in jpeg_jobs]
             mp4, webm = mp4_job.result(), webm_job.result()
         spin = stored_zip_of_frames(frames_jpeg)
-        results = turntable_checks(thumbnails)
+        views = [kept[i] for i in sorted(kept)]
+        results = turntable_checks(thumbnails, views[0], views[1:])
         failed = [r["rule"] for r in results if not r["passed"]]
         guard = {"schema": "skuforge.model-truth/1", "passed": not failed, "failed": failed}
         guard["results"] = results
