@@ -93,6 +93,8 @@ class BrandRules(BaseModel):
     auto_approve: bool = True
     # one-photo 3D (model, turntable) shows an inferred back and sides: review by default
     auto_approve_inferred_3d: bool = False
+    # generated pixels (scene shots, diffusion-refined views): review by default
+    auto_approve_generated: bool = False
     min_cutout_confidence: float = Field(default=0.8, ge=0, le=1)
     rules: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from brand_rules import BrandRules
 from pipeline.generative.composite import core_mask, place_product
 from pipeline.imaging.codecs import decode_rgba
 from pipeline.settings import get_settings
@@ -131,3 +132,16 @@ def test_lifestyle_job_goes_to_review_with_the_generative_rules(models_env: Path
     }
     files = {o["file"] for o in lineage["outputs"]}
     assert {"scenes/kitchen.png", "scenes/banner.png", "reports/scene_kitchen.json"} <= files
+
+    # a brand that opts in to generated images: the standing review finding passes
+    opted_in = run_local_job(
+        red_square_png(),
+        settings=get_settings(),
+        template_name="lifestyle",
+        overrides=overrides,
+        seed=11,
+        three_d=False,
+        brand=BrandRules(brand="acme", auto_approve_generated=True),
+    )
+    check = next(s for s in opted_in.lineage["stages"] if s["id"] == "validate.scene_kitchen")
+    assert "generative_review" not in check["info"]["failed"]

@@ -118,7 +118,10 @@ class ValidateStage:
         failed = [r.rule for r in report.results if not r.passed and r.severity != "warn"]
         verdict = report.verdict
         if inputs.get("guard"):
-            verdict = _merge_guard(document, failed, json.loads(inputs["guard"]))
+            guard = json.loads(inputs["guard"])
+            if BrandRules.model_validate(params.brand).auto_approve_generated:
+                _brand_opted_in(guard)
+            verdict = _merge_guard(document, failed, guard)
         outputs = {"report": json_blob(document)}
         if kind == "image":
             outputs["overlay"] = Blob(overlay_png(report), "image/png")
@@ -126,6 +129,15 @@ class ValidateStage:
             outputs=outputs,
             info={"verdict": verdict, "failed": failed},
         )
+
+
+def _brand_opted_in(guard: dict[str, Any]) -> None:
+    """The brand accepts generated images without a person: the generator's standing
+    ``generative_review`` finding passes (the measured guard rules still apply)."""
+    for result in guard.get("results", []):
+        if result.get("rule") == "generative_review":
+            result["passed"] = True
+            result["message"] = "the brand opted in: auto_approve_generated"
 
 
 def _merge_guard(document: dict[str, Any], failed: list[str], guard: dict[str, Any]) -> str:
