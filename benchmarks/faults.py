@@ -57,6 +57,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from benchmarks.tiny_template import write_tiny_template
+
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = (
     "kill9",
@@ -71,20 +73,6 @@ FAULTS = (
 # both at once, for the test suite's short version (tests/test_faults.py)
 COMBINED = ("kill9_redis_wipe",)
 FINAL = ("approved", "needs_review", "rejected", "failed", "cancelled")
-TINY_TEMPLATE = """name: tinyshot
-description: one small packshot (fault injection)
-stages:
-  cutout:
-    backend: classical
-  packshots:
-    slots:
-      - name: main
-        width: 96
-        height: 96
-        background: "#FFFFFF"
-        fill: 0.8
-        format: png
-"""
 
 
 def free_port() -> int:
@@ -470,9 +458,7 @@ def run_scenario(
     result = Result(fault, jobs)
     redis_server = RedisServer(folder)
     redis_server.start()
-    templates = folder / "templates"
-    templates.mkdir()
-    (templates / "tinyshot.yaml").write_text(TINY_TEMPLATE)
+    templates = write_tiny_template(folder / "templates")
     store_root = folder / "store"
     mounted = False
     if fault == "disk_full":

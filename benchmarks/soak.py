@@ -42,12 +42,12 @@ from typing import Any
 import httpx
 
 from benchmarks.faults import (
-    TINY_TEMPLATE,
     PostgresCluster,
     RedisServer,
     Stack,
     product_png,
 )
+from benchmarks.tiny_template import write_tiny_template
 from benchmarks.webhook_ack import SECRET, SHOP, delivery
 
 TARGET_P99_MS = 200.0
@@ -210,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         pg.init()
         redis_server.start()
         db_url = pg.create_database("soak")
-        templates = base / "templates"
-        templates.mkdir()
-        (templates / "tinyshot.yaml").write_text(TINY_TEMPLATE)
+        templates = write_tiny_template(base / "templates")
         env = {
             "SKUFORGE_DATABASE__URL": db_url,
             "SKUFORGE_BROKER_URL": redis_server.url,

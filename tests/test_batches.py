@@ -35,6 +35,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from benchmarks.tiny_template import write_tiny_template
 from pipeline.settings import BatchSettings, Settings, get_settings
 from service.catalogue_csv import (
     CatalogueColumnsError,
@@ -75,20 +76,6 @@ from tests.api_harness import Api, make_api
 from tests.conftest import ROOT, start_worker, stop_worker, wait_for
 from tests.live_servers import live_api
 
-TINY_TEMPLATE = """name: tinyshot
-description: one small packshot, for catalogue tests
-stages:
-  cutout:
-    backend: classical
-  packshots:
-    slots:
-      - name: main
-        width: 96
-        height: 96
-        background: "#FFFFFF"
-        fill: 0.8
-        format: png
-"""
 RED = "#CD191E"
 HEADER = "sku,name,brand,template,colours,width_mm,height_mm,depth_mm,image_url,image_file\n"
 
@@ -116,9 +103,7 @@ def read_csv(text: str) -> list[dict[str, str]]:
 
 @pytest.fixture
 def tiny_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    (folder / "tinyshot.yaml").write_text(TINY_TEMPLATE)
+    folder = write_tiny_template(tmp_path / "templates")
     monkeypatch.setenv("SKUFORGE_TEMPLATE_DIR", str(folder))
     get_settings.cache_clear()
     return folder

@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from benchmarks.tiny_template import write_tiny_template
 from pipeline.backends.selection import settings_backend_resolver
 from pipeline.executor import InProcessExecutor
 from pipeline.plan import build_plan
@@ -342,30 +343,12 @@ def test_concurrent_writers_number_one_job_without_gaps_or_twins(
         assert [e.seq for e in events_after(session, tenant.id, job.id)] == list(range(1, 41))
 
 
-TINY_TEMPLATE = """name: tinyshot
-description: one small packshot
-stages:
-  cutout:
-    backend: classical
-  packshots:
-    slots:
-      - name: main
-        width: 96
-        height: 96
-        background: "#FFFFFF"
-        fill: 0.8
-        format: png
-"""
-
-
 @pytest.mark.slow
 def test_through_the_api_tenant_b_gets_no_cache_hit_on_tenant_as_photo(
     cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The issue's probe: B re-uploading A's photo saw ``cache_hit: true`` on 6 stages."""
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "tinyshot.yaml").write_text(TINY_TEMPLATE)
+    templates = write_tiny_template(tmp_path / "templates")
     monkeypatch.setenv("SKUFORGE_TEMPLATE_DIR", str(templates))
     get_settings.cache_clear()
     env = {**cluster, "SKUFORGE_TEMPLATE_DIR": str(templates)}

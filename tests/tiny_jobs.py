@@ -12,32 +12,17 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from benchmarks.tiny_template import write_tiny_template
 from pipeline.jobspec import JobSpec
 from pipeline.settings import Settings
 from storage import LocalArtifactStore
 from storage.models import Asset, Event, Job
 
-TINY_TEMPLATE = """name: tinyshot
-description: one small packshot, for durability tests
-stages:
-  cutout:
-    backend: classical
-  packshots:
-    slots:
-      - name: main
-        width: 96
-        height: 96
-        background: "#FFFFFF"
-        fill: 0.8
-        format: png
-"""
 FINAL = ("approved", "needs_review", "rejected", "failed", "cancelled")
 
 
 def write_template(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tinyshot.yaml").write_text(TINY_TEMPLATE)
-    return folder
+    return write_tiny_template(folder)
 
 
 def product_png(variant: int) -> bytes:
