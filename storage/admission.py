@@ -26,6 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from storage.database import Base
 from storage.models import Job
 from storage.outbox import enqueue
+from storage.slot_counts import give_slot, take_slot
 
 START_JOB = "skuforge.start_job"
 FETCH_CAPTURE = "skuforge.fetch_capture"
@@ -58,22 +59,11 @@ def _ensure_row(session: Session, tenant_id: str) -> None:
 
 
 def _take(session: Session, tenant_id: str, cap: int) -> bool:
-    result = session.execute(
-        update(TenantJobSlots)
-        .where(TenantJobSlots.tenant_id == tenant_id, TenantJobSlots.in_flight < cap)
-        .values(in_flight=TenantJobSlots.in_flight + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
+    return take_slot(session, TenantJobSlots, tenant_id, cap)
 
 
 def _give(session: Session, tenant_id: str) -> None:
-    session.execute(
-        update(TenantJobSlots)
-        .where(TenantJobSlots.tenant_id == tenant_id, TenantJobSlots.in_flight > 0)
-        .values(in_flight=TenantJobSlots.in_flight - 1)
-        .execution_options(synchronize_session=False)
-    )
+    give_slot(session, TenantJobSlots, tenant_id)
 
 
 def send_start(session: Session, job: Job) -> None:

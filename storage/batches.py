@@ -59,6 +59,7 @@ from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 from storage.database import Base
 from storage.models import FINAL_JOB_STATUSES, Asset, Job, new_id, utcnow
 from storage.notify import note_job_events
+from storage.slot_counts import give_slot, take_slot
 from storage.webhooks import emit_batch_completed
 
 BATCH_STATUSES = ("running", "completed", "cancelled")
@@ -372,22 +373,11 @@ def get_batch(session: Session, tenant_id: str, batch_id: str) -> Batch | None:
 
 # -- the slot count --------------------------------------------------------------------------
 def _take_slot(session: Session, tenant_id: str, cap: int) -> bool:
-    result = session.execute(
-        update(BatchQuota)
-        .where(BatchQuota.tenant_id == tenant_id, BatchQuota.in_flight < cap)
-        .values(in_flight=BatchQuota.in_flight + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
+    return take_slot(session, BatchQuota, tenant_id, cap)
 
 
 def _give_slot(session: Session, tenant_id: str) -> None:
-    session.execute(
-        update(BatchQuota)
-        .where(BatchQuota.tenant_id == tenant_id, BatchQuota.in_flight > 0)
-        .values(in_flight=BatchQuota.in_flight - 1)
-        .execution_options(synchronize_session=False)
-    )
+    give_slot(session, BatchQuota, tenant_id)
     _note_freed(session, tenant_id)
 
 
