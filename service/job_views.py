@@ -71,6 +71,7 @@ def _job_public(
                 wall_s=run.wall_s,
                 cpu_s=run.cpu_s,
                 gpu_s=run.gpu_s,
+                peak_vram_mb=run.peak_vram_mb,
                 error=run.error,
                 started_at=run.started_at,
                 finished_at=run.finished_at,
@@ -82,6 +83,7 @@ def _job_public(
         wall_s=round(sum(s.wall_s or 0.0 for s in stages), 4),
         cpu_s=round(sum(s.cpu_s or 0.0 for s in stages), 4),
         gpu_s=round(sum(s.gpu_s or 0.0 for s in stages), 4),
+        peak_vram_mb=max((s.peak_vram_mb for s in stages if s.peak_vram_mb), default=None),
         cached_stages=sum(1 for s in stages if s.cache_hit),
     )
     outputs = [

@@ -23,6 +23,9 @@ class StagePublic(BaseModel):
     wall_s: float | None = None
     cpu_s: float | None = None
     gpu_s: float | None = None
+    peak_vram_mb: float | None = Field(
+        default=None, description="peak GPU memory of a generative stage (CUDA only)"
+    )
     error: dict[str, Any] | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -43,6 +46,9 @@ class Cost(BaseModel):
     wall_s: float
     cpu_s: float
     gpu_s: float
+    peak_vram_mb: float | None = Field(
+        default=None, description="the largest peak GPU memory of the job's stages"
+    )
     cached_stages: int
 
 

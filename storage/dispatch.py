@@ -232,6 +232,7 @@ def finish_run(
     cpu_s: float,
     gpu_s: float | None,
     device: str | None,
+    peak_vram_mb: float | None = None,
 ) -> bool:
     """Record the run done, once: False (nothing written) when it was recorded before."""
     run = _run(session, job.id, invocation_id)
@@ -240,6 +241,7 @@ def finish_run(
     run.status, run.finished_at, run.lease_until = "done", utcnow(), None
     run.cache_key, run.cache_hit = cache_key, cache_hit
     run.wall_s, run.cpu_s, run.gpu_s, run.device = wall_s, cpu_s, gpu_s, device
+    run.peak_vram_mb = peak_vram_mb
     add_event(
         session,
         job,

@@ -157,6 +157,8 @@ class StageRun(Base):
     wall_s: Mapped[float | None] = mapped_column(Float, default=None)
     cpu_s: Mapped[float | None] = mapped_column(Float, default=None)
     gpu_s: Mapped[float | None] = mapped_column(Float, default=None)
+    # peak device memory of a generative stage on CUDA (None on the CPU and for cache hits)
+    peak_vram_mb: Mapped[float | None] = mapped_column(Float, default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     queue: Mapped[str | None] = mapped_column(String(32), default=None)
     worker: Mapped[str | None] = mapped_column(String(200), default=None)

@@ -198,6 +198,8 @@ def _record_done(job_id: str, invocation: Invocation, record: StageRecord, wall:
     # A GPU-class stage holds its GPU worker's slot for its whole compute: that is what it
     # costs, whether the model ran on CUDA or (on a CPU-only GPU-queue worker) on the CPU.
     gpu_s = None if record.cache_hit or invocation.resource != "gpu" else record.wall_s
+    # generative stages measure their device memory (pipeline.generative.device.GpuMeter)
+    peak = None if record.cache_hit else (record.info.get("compute") or {}).get("peak_vram_mb")
     with ctx.sessions() as session, session.begin():
         job = session.get(Job, job_id)
         if job is None:
@@ -212,6 +214,7 @@ def _record_done(job_id: str, invocation: Invocation, record: StageRecord, wall:
             cpu_s=record.cpu_s,
             gpu_s=gpu_s,
             device=device,
+            peak_vram_mb=peak,
         )
 
 

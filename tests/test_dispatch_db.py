@@ -222,3 +222,39 @@ def test_the_migration_adds_the_dispatch_tables(tmp_path: Path) -> None:
     engine.dispose()
     assert {"plans", "workers"} <= tables
     assert {"queue", "worker", "device", "lease_until", "queued_at"} <= columns
+
+
+def test_peak_vram_of_a_generative_stage_reaches_the_jobs_cost(
+    sessions: sessionmaker[Session],
+) -> None:
+    from service.job_views import job_public
+
+    job_id = new_job(sessions)
+    for invocation, peak in (("a", None), ("b", 5120.5), ("c", 2048.0)):
+        claim(sessions, job_id)
+        with transaction(sessions) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            assert begin_run(session, job, invocation, lease_s=60, worker="w1") == "run"
+            finish_run(
+                session,
+                job,
+                invocation,
+                cache_key=invocation,
+                cache_hit=False,
+                wall_s=1.0,
+                cpu_s=1.0,
+                gpu_s=None if peak is None else 1.0,
+                device="cpu" if peak is None else "cuda",
+                peak_vram_mb=peak,
+            )
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        public = job_public(session, job)
+    assert {s.id: s.peak_vram_mb for s in public.stages if s.id in "abc"} == {
+        "a": None,
+        "b": 5120.5,
+        "c": 2048.0,
+    }
+    assert public.cost.peak_vram_mb == 5120.5 and public.cost.gpu_s == 2.0
