@@ -77,8 +77,8 @@ def test_changing_turntable_frames_recomputes_only_the_turntable(
         "reports/turntable.json",
     ):
         assert expected in files, sorted(files)
-    shape = next(s for s in first.lineage["stages"] if s["id"] == "shape")
-    assert shape["info"]["backend"] == "lathe"
+    # which backend the shape used is the silhouette's call (the capture here is a GSO render
+    # when the datasets are present, else the example tube: tests/test_truthful_3d.py)
     second = run_local_job(
         small_capture,
         settings=settings,
