@@ -77,6 +77,14 @@ class ProgressObserver:
         )
 
 
+def _backend_used(stage: dict[str, Any]) -> str:
+    """The planned backend, and the one that ran when the stage chose another (shape builds
+    a flat tube as a slab even when the template asked for ``lathe``)."""
+    planned = str(stage["backend"])
+    used = (stage.get("info") or {}).get("backend")
+    return f"{planned} -> {used}" if isinstance(used, str) and used != planned else planned
+
+
 def _summary(lineage: dict[str, Any]) -> Table:
     table = Table(title="skuforge run")
     for column in ("stage", "backend", "time (s)", "cpu (s)", "cached?", "outputs"):
@@ -85,7 +93,7 @@ def _summary(lineage: dict[str, Any]) -> Table:
         files = [o["file"] for o in stage["outputs"].values() if "file" in o]
         table.add_row(
             stage["id"],
-            stage["backend"],
+            _backend_used(stage),
             f"{stage['timings']['wall_s']:.3f}",
             f"{stage['timings']['cpu_s']:.3f}",
             "yes" if stage["cache_hit"] else "no",
