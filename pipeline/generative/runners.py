@@ -26,6 +26,32 @@ def _to_uint8(images: Any) -> np.ndarray:
     return np.asarray(np.clip(np.rint(array * 255.0), 0, 255), np.uint8)
 
 
+def _sample(
+    pipe: Any, image: np.ndarray, sampling: Sampling, generator: Any, **extra: Any
+) -> np.ndarray:
+    """One seeded run of an image-conditioned pipeline at the image's size; ``extra`` holds
+    what the task adds (mask, control image)."""
+    import torch
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    with torch.inference_mode():
+        result = pipe(
+            prompt=sampling.prompt,
+            negative_prompt=sampling.negative_prompt or None,
+            image=Image.fromarray(image),
+            height=height,
+            width=width,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            strength=sampling.strength,
+            generator=generator,
+            output_type="np",
+            **extra,
+        )
+    return _to_uint8(result.images)
+
+
 def inpaint(
     pipe: Any,
     image: np.ndarray,
@@ -36,54 +62,22 @@ def inpaint(
     control: np.ndarray | None = None,
 ) -> np.ndarray:
     """Regenerate where ``mask`` is True (the surroundings), at the image's size."""
-    import torch
     from PIL import Image
 
-    height, width = image.shape[:2]
-    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {"mask_image": Image.fromarray(mask.astype(np.uint8) * 255, "L")}
     if control is not None:
-        kwargs["control_image"] = Image.fromarray(control)
-    with torch.inference_mode():
-        result = pipe(
-            prompt=sampling.prompt,
-            negative_prompt=sampling.negative_prompt or None,
-            image=Image.fromarray(image),
-            mask_image=Image.fromarray(mask.astype(np.uint8) * 255, "L"),
-            height=height,
-            width=width,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            strength=sampling.strength,
-            generator=generator,
-            output_type="np",
-            **kwargs,
-        )
-    return _to_uint8(result.images)
+        extra["control_image"] = Image.fromarray(control)
+    return _sample(pipe, image, sampling, generator, **extra)
 
 
 def refine(
     pipe: Any, image: np.ndarray, depth: np.ndarray, sampling: Sampling, generator: Any
 ) -> np.ndarray:
     """ControlNet (depth) img2img at ``sampling.strength``: the render keeps the geometry."""
-    import torch
     from PIL import Image
 
-    height, width = image.shape[:2]
-    with torch.inference_mode():
-        result = pipe(
-            prompt=sampling.prompt,
-            negative_prompt=sampling.negative_prompt or None,
-            image=Image.fromarray(image),
-            control_image=Image.fromarray(np.repeat(depth[..., None], 3, axis=2)),
-            height=height,
-            width=width,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            strength=sampling.strength,
-            generator=generator,
-            output_type="np",
-        )
-    return _to_uint8(result.images)
+    control = Image.fromarray(np.repeat(depth[..., None], 3, axis=2))
+    return _sample(pipe, image, sampling, generator, control_image=control)
 
 
 def multiview(
