@@ -79,6 +79,16 @@ class StageFailedError(SkuforgeError):
 
     code = "stage_failed"
 
+    @classmethod
+    def from_bug(cls, stage: str, exc: BaseException) -> StageFailedError:
+        """The job's error for an unexpected exception: clients read it, so it names only the
+        stage and the exception type; the text (server paths, object reprs) stays in the log."""
+        return cls(
+            f"stage {stage} failed with an internal error ({type(exc).__name__});"
+            " the worker's log has the details",
+            stage=stage,
+        )
+
 
 class TransientError(SkuforgeError):
     """Worth retrying later (a dependency not yet visible, a busy resource)."""

@@ -370,11 +370,7 @@ class InProcessExecutor:
             # The exception's text may hold server paths or object reprs: it goes to the
             # log, and the job's error (which clients read) names only the stage and type.
             log.exception("stage %s raised %s", invocation.id, type(exc).__name__)
-            raise StageFailedError(
-                f"stage {invocation.id} failed with an internal error ({type(exc).__name__});"
-                " the worker's log has the details",
-                stage=invocation.id,
-            ) from exc
+            raise StageFailedError.from_bug(invocation.id, exc) from exc
         wall, cpu = time.perf_counter() - wall0, self._cpu_clock() - cpu0
         outputs = {
             name: {

@@ -162,11 +162,8 @@ def run_stage(self: Task, job_id: str, invocation_id: str) -> dict[str, Any]:
         full = TransientError(f"stage {invocation_id}: the artifact store is full: {exc}")
         return _retry_or_fail(self, job_id, invocation, full)
     except Exception as raw:  # a bug outside the stage (store, decoding a manifest)
-        error = StageFailedError(
-            f"stage {invocation_id} failed: {type(raw).__name__}: {raw}", stage=invocation_id
-        )
-        _fail(job_id, invocation_id, error)
-        raise
+        _fail(job_id, invocation_id, StageFailedError.from_bug(invocation_id, raw))
+        raise  # Celery logs the traceback
     _record_done(job_id, invocation, record, time.perf_counter() - started)
     send_ready(job_id)
     return {"invocation": invocation_id, "cache_key": record.cache_key, "hit": record.cache_hit}
