@@ -108,7 +108,8 @@ def _open_heif(data: bytes) -> Image.Image:
 class IngestStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="ingest",
-        version="1",
+        # 2: the PNG's rows all use the "up" filter at zlib level 2 (see imaging.codecs)
+        version="2",
         params=IngestParams,
         inputs=(InputSpec("capture", CAPTURE_SOURCE),),
         outputs=(OutputSpec("image", {"image/png": ".png"}, export="capture"),),
@@ -158,7 +159,13 @@ class IngestStage:
                 min_side=limits["min_side"],
             )
         info.update(width=width, height=height, has_alpha=image.mode == "RGBA")
-        png = encode_png(image, exif=exif_bytes, xmp=xmp if isinstance(xmp, bytes | str) else None)
+        png = encode_png(
+            image,
+            exif=exif_bytes,
+            xmp=xmp if isinstance(xmp, bytes | str) else None,
+            compress_level=2,
+            row_filter="up",
+        )
         return StageResult(outputs={"image": Blob(png, "image/png")}, info=info)
 
 
