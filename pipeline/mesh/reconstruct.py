@@ -16,6 +16,14 @@ its width deep: mirror-symmetric as it is, a lathe would turn it into a vase wit
 labelled rim. A template's backend (``lathe`` for the bottle template, chosen by category)
 is a hint: the silhouette decides, and a tube is built as a tube whatever was requested.
 
+A *box seen corner-on* comes first of all (for ``auto`` and ``extrude``): when the
+outline is a hexagon with straight sides that a pinhole camera's view of a cuboid fits
+(``pipeline.mesh.cuboid``: yaw and camera elevation from the outline's edges), the box is
+built upright in that pose, its two visible sides textured from the photo. The mesh's
+frame is then the world's (Y up) with the photo's camera looking down from the recovered
+elevation, recorded in ``front_projection.camera_elevation_deg``; every other backend
+builds in the camera's frame (elevation 0).
+
 Whatever the backend, the faces the photo did not see sample a continuation of the
 product's colours instead of the photo (``pipeline.mesh.surface``).
 """
@@ -23,11 +31,12 @@ product's colours instead of the photo (``pipeline.mesh.surface``).
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
 
-from pipeline.mesh import extrude, inflate, lathe
+from pipeline.mesh import cuboid, extrude, inflate, lathe
 from pipeline.mesh.geometry import signed_volume, to_metres, vertex_normals
 from pipeline.mesh.silhouette import ShapeMeasures, Silhouette, extract, measure
 from pipeline.mesh.surface import with_continuation
@@ -47,6 +56,9 @@ TUBE_WIDE_END = 0.9  # the crimp: near full width within 5 % of the height from 
 TUBE_TAPER = 0.8  # width 80 % of the way along <= this share of the widest row
 TUBE_BODY = 0.25  # at most this share of rows within 5 % of the widest (a bottle's body)
 TUBE_CAP = 0.65  # the far end: width 1 % from it <= this share of the width 8 % from it
+# the start of the box's pinhole fit: a 30 degree field of view across the photo's height
+# (the fit finds the focal length; this only sets where it starts)
+START_FOCAL = 0.5 / math.tan(math.radians(15.0))
 
 
 def tube_measure(mask: np.ndarray) -> tuple[bool, str]:
@@ -129,10 +141,28 @@ def reconstruct(
     else:
         backend, reason = params.backend, "set by the template or an override"
     h_px, w_px = sil.mask.shape
+    box: cuboid.CuboidFit | None = None
+    box_figures = "not tried"
+    if not tube and params.backend in ("auto", "extrude"):
+        x0, y0, x1, y1 = sil.bbox
+        kx, ky = w_px / (x1 - x0), h_px / (y1 - y0)
+        principal = ((rgba.shape[1] / 2 - x0) * kx, (rgba.shape[0] / 2 - y0) * ky)
+        box, box_figures = cuboid.fit(sil.mask, principal, START_FOCAL * rgba.shape[0] * ky)
+        if box is not None:
+            kind = "box corner-on"
+            backend = "extrude"
+            reason = (
+                f"a box seen corner-on (yaw {box.yaw_deg:.1f} deg, camera elevation "
+                f"{box.elevation_deg:.1f} deg; {box_figures})"
+            )
     rows = np.nonzero(sil.mask.any(axis=1))[0]
     cols = np.nonzero(sil.mask.any(axis=0))[0]
     height_px = float(rows[-1] + 1 - rows[0])
     width_px = float(cols[-1] + 1 - cols[0])
+    if box is not None and (params.height_mm or params.width_mm):
+        # the box's own sides: its height is the SKU's, or its wider face the SKU's width
+        height_px = box.height
+        width_px = max(box.width, box.depth)
     if params.height_mm:
         scale, scale_from = params.height_mm / 1000.0 / height_px, "sku height"
     elif params.width_mm:
@@ -147,7 +177,9 @@ def reconstruct(
     elif kind == "tube":
         depth_px = TUBE_DEPTH * width_px
     budget = min(params.max_triangles, 100_000)
-    if backend == "lathe":
+    if box is not None:
+        points, uvs, faces, axis = cuboid.build(box, (w_px, h_px), float(rows[-1] + 1))
+    elif backend == "lathe":
         points, uvs, faces, axis = lathe.build(sil, budget)
     elif backend == "extrude":
         points, uvs, faces, axis = extrude.build(
@@ -161,7 +193,7 @@ def reconstruct(
     target = {"sku height": (1, params.height_mm), "sku width": (0, params.width_mm)}.get(
         scale_from
     )
-    if target is not None and target[1]:
+    if target is not None and target[1] and box is None:
         actual = float(np.ptp(positions[:, target[0]]))
         if actual > 0:
             factor = target[1] / 1000.0 / actual
@@ -184,15 +216,21 @@ def reconstruct(
     # the capture's camera: mesh X = (x - ox) * kx, Y = (oy - y) * ky for capture pixel (x, y)
     x0, y0, x1, y1 = sil.bbox
     fx, fy = w_px / (x1 - x0), h_px / (y1 - y0)
-    front = {
+    front: dict[str, Any] = {
         "metres_per_pixel": [scale * fx, scale * fy],
         "origin_px": [x0 + axis / fx, y0 + float(rows[-1] + 1) / fy],
     }
+    if box is not None:
+        # upright: the photo's camera looked down from this elevation (the mapping above is
+        # then only the columns'); 0 for the other backends, built in the camera's frame
+        front["camera_elevation_deg"] = round(box.elevation_deg, 3)
     info: dict[str, Any] = {
         "backend": backend,
         "reason": reason,
         "outline": kind or "not a tube",
         "tube_figures": tube_figures,
+        "box_figures": box_figures,
+        **({"box": box.as_dict()} if box is not None else {}),
         "measures": measures.as_dict(),
         # what the photo did not show was inferred: the back and the sides
         "inferred": {

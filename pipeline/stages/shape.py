@@ -34,7 +34,7 @@ def _sku_size(job: JobContext) -> dict[str, Any]:
 class ShapeStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="shape",
-        version="2",
+        version="3",
         params=ShapeParams,
         inputs=(InputSpec("cutout", "cutout.cutout"), InputSpec("cutout_info", "cutout.info")),
         outputs=(OutputSpec("mesh", {MEDIA_TYPE: ".mesh"}),),

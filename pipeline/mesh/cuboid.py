@@ -1,0 +1,356 @@
+"""A box seen corner-on: its yaw, the camera's elevation and its three sides from the
+silhouette alone, and the cuboid built upright in that pose.
+
+The method (a tripod shot: no roll, so the box's vertical edges stay vertical in the
+image). Seen from elevation ``e`` at yaw ``t``, the box's outline is a hexagon: two vertical
+edges at its far left and right, a *bottom* that is a V (the two bottom edges meeting at the
+front corner) and a *top* that is an inverted V (the top face's two far edges meeting at
+its back corner). In a parallel projection with the box's two horizontal edge directions
+``a`` (the face on the right, width ``W``) and ``b`` (the face on the left, depth ``D``),
+an edge along ``a`` rises to the right with slope ``s1 = tan(t) sin(e)`` and one along
+``b`` rises to the left with slope ``s2 = sin(e) / tan(t)``. So
+
+* ``sin(e)^2 = s1 * s2`` -- the elevation, and
+* ``tan(t)^2 = s1 / s2`` -- the yaw,
+
+from the slopes of the outline's straight bottom and top edges (each direction is seen
+twice: bottom right and top left along ``a``, bottom left and top right along ``b``; their
+mean cancels most of the perspective's convergence, which steepens the lower edge and
+flattens the upper). The front corner's column splits the width into ``W cos(t)`` and
+``D sin(t)``, and the vertical edges are ``H cos(e)`` long. Seen from straight above
+(``e`` near 90 degrees, ``s1 * s2`` near 1) the outline is a rotated rectangle and the
+height is not seen: the box is a flat pack, built :data:`FLAT_THICKNESS` of its smaller
+side thick.
+
+Whether the outline *is* a box: both V fits leave residuals under a pixel or so (a can's
+elliptic base does not), both Vs break at columns that agree (``D sin(t)`` measured from
+either end), the slopes have the signs of a V, and the sides between them are straight.
+
+The cuboid is built upright (Y up, the camera that took the photo looking down ``-Z`` from
+``e`` above the horizon), so a turntable spins it about its real vertical axis. The two
+visible sides take the photo: each corner's UV is where that corner is in the photo (the
+hidden top-front corner completes the top face's parallelogram). The other faces keep the
+orthographic projection's rows as UVs; ``pipeline.mesh.surface`` points them at the
+continuation of the product's colours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# the hull simplified to the first of these shares of its perimeter that leaves six corners:
+# a box's outline is a hexagon (the straightness of its sides is checked after)
+SIMPLIFY = (0.002, 0.003, 0.004, 0.006, 0.008, 0.011, 0.015)
+EDGE_TRIM = 0.15  # share of each edge left out at either end when its line is fitted
+MAX_RESIDUAL = 0.006  # RMS distance of the outline from the hexagon, share of its size
+MAX_LEAN = 0.5  # a "vertical" edge: |dx / dy| at most this (perspective leans it)
+MAX_REPROJECTION = 0.01  # RMS of the pinhole box's corners from the outline's, share of size
+MIN_ARM = 0.04  # the shorter arm of a V: below this share of the width it is face-on
+GRID = 6  # quads along each side of a face: UVs follow the perspective to a sixth of a side
+
+
+@dataclass(frozen=True)
+class CuboidFit:
+    yaw_deg: float  # t: the face on the right turned this far away from the camera
+    elevation_deg: float  # e: the camera above the horizon
+    width: float  # W, the face on the right (working px)
+    depth: float  # D, the face on the left
+    height: float  # H
+    corners: dict[str, tuple[float, float]]  # the hexagon + the top-front corner (x, y down)
+    figures: str
+    # the pinhole fit: principal point (x, y) and the parameters of :func:`_camera_points`
+    camera: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "yaw_deg": round(self.yaw_deg, 2),
+            "camera_elevation_deg": round(self.elevation_deg, 2),
+            "sides_px": [round(self.width, 1), round(self.depth, 1), round(self.height, 1)],
+        }
+
+
+def _hexagon(mask: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The outline's convex hull simplified to a polygon whose sides are lines fitted to
+    the outline (corners are the neighbouring lines' intersections), ordered from the
+    lowest corner through the left, top and right; and the outline's RMS distance from it."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+    hull = cv2.convexHull(contour.astype(np.float32))
+    for share in SIMPLIFY:
+        polygon = cv2.approxPolyDP(hull, share * cv2.arcLength(hull, True), True)
+        if len(polygon) == 6:
+            break
+    polygon = polygon.reshape(-1, 2).astype(np.float64)
+    if len(polygon) != 6:
+        return None
+    centre = polygon.mean(axis=0)
+    angles = np.arctan2(polygon[:, 1] - centre[1], polygon[:, 0] - centre[0])
+    order = np.argsort(angles)  # y down: bottom, left, top, right
+    polygon = polygon[order]
+    start = int(np.argmax(polygon[:, 1]))
+    polygon = np.roll(polygon, -start, axis=0)
+    n = len(polygon)
+    # pixel-edge contour: the outline runs half a pixel outside the pixel centres
+    points = contour + 0.5
+    lines = []
+    for i in range(n):
+        p, q = polygon[i], polygon[(i + 1) % n]
+        direction = (q - p) / max(float(np.linalg.norm(q - p)), 1e-9)
+        along = (points - p) @ direction
+        length = float(np.linalg.norm(q - p))
+        across = np.abs((points - p) @ np.array([-direction[1], direction[0]]))
+        near = (along > EDGE_TRIM * length) & (along < (1 - EDGE_TRIM) * length)
+        near &= across < max(3.0, 0.03 * length)
+        if near.sum() < 5:
+            lines.append((p, direction))
+            continue
+        chosen = points[near]
+        mean = chosen.mean(axis=0)
+        _, _, vt = np.linalg.svd(chosen - mean, full_matrices=False)
+        d = vt[0] if vt[0] @ direction > 0 else -vt[0]
+        lines.append((mean, d))
+    corners = []
+    for i in range(n):
+        (p1, d1), (p2, d2) = lines[i - 1], lines[i]
+        denominator = d1[0] * d2[1] - d1[1] * d2[0]
+        if abs(denominator) < 1e-6:
+            return None
+        s = ((p2[0] - p1[0]) * d2[1] - (p2[1] - p1[1]) * d2[0]) / denominator
+        corners.append(p1 + s * d1)
+    refined = np.array(corners)
+    # the outline's distance from the polygon
+    distances = np.full(len(points), np.inf)
+    for i in range(n):
+        p, q = refined[i], refined[(i + 1) % n]
+        seg = q - p
+        t = np.clip((points - p) @ seg / max(float(seg @ seg), 1e-9), 0.0, 1.0)
+        distances = np.minimum(distances, np.linalg.norm(points - (p + t[:, None] * seg), axis=1))
+    return refined, float(np.sqrt(np.mean(distances**2)))
+
+
+def _project(params: np.ndarray, principal: tuple[float, float]) -> np.ndarray:
+    """The box's eight corners (order of :func:`_corner_keys`) in the photo, y down."""
+    f = math.exp(params[2])
+    cam = _camera_points(params)
+    z = np.maximum(cam[:, 2], 1e-3)
+    return np.stack([principal[0] + f * cam[:, 0] / z, principal[1] - f * cam[:, 1] / z], axis=1)
+
+
+def _corner_keys() -> list[tuple[int, int, int]]:
+    return [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+
+
+# the outline's six corners as box corners: (along a, along b, up)
+HEXAGON = [(0, 0, 0), (0, 1, 0), (0, 1, 1), (1, 1, 1), (1, 0, 1), (1, 0, 0)]
+
+
+def _pinhole_fit(
+    poly: np.ndarray,
+    principal: tuple[float, float],
+    focal: float,
+    start: tuple[float, float, float, float, float],
+) -> tuple[tuple[float, float, float, float, float], tuple[float, ...], float] | None:
+    """Refine the parallel projection's box with a pinhole camera through the outline's six
+    corners (perspective steepens the lower edges and leans the verticals; ignoring it
+    halves a box's depth). Returns the box in pixels at the front corner's distance."""
+    from scipy.optimize import least_squares
+
+    yaw, elev, w, d, h = start
+    f0 = focal
+    bf = poly[0]
+    x0 = np.array(
+        [
+            math.radians(yaw),
+            math.radians(max(elev, 1.0)),
+            math.log(f0),
+            w / f0,
+            d / f0,
+            h / f0,
+            (bf[0] - principal[0]) / f0,
+            -(bf[1] - principal[1]) / f0,
+        ]
+    )
+    index = [_corner_keys().index(k) for k in HEXAGON]
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (_project(p, principal)[index] - poly).ravel()
+        return out
+
+    lower = [0.02, 0.0, math.log(f0 / 6), 1e-3, 1e-3, 1e-3, -5.0, -5.0]
+    upper = [math.pi / 2 - 0.02, math.pi / 2 - 0.02, math.log(f0 * 6), 5.0, 5.0, 5.0, 5.0, 5.0]
+    x0 = np.clip(x0, np.array(lower) + 1e-6, np.array(upper) - 1e-6)
+    solution = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac")
+    if not solution.success:
+        return None
+    p = solution.x
+    f = math.exp(p[2])
+    # sizes in pixels as seen at the box's middle distance
+    cam = _camera_points(p)
+    mid = float(cam[:, 2].mean())
+    scale = f / mid
+    box = (math.degrees(p[0]), math.degrees(p[1]), p[3] * scale, p[4] * scale, p[5] * scale)
+    error = float(np.sqrt(np.mean(solution.fun**2) * 2))
+    return box, (principal[0], principal[1], *(float(v) for v in p)), error
+
+
+def _camera_points(p: np.ndarray) -> np.ndarray:
+    """The corners in camera coordinates (right, up, forward) for the fit's parameters: yaw,
+    elevation (radians), log focal, W, D, H in units of the front corner's distance, and
+    that corner's x, y there."""
+    yaw, elev, _, w, d, h, fx, fy = p
+    a = w * np.array([math.cos(yaw), 0.0, -math.sin(yaw)])
+    b = d * np.array([-math.sin(yaw), 0.0, -math.cos(yaw)])
+    up = np.array([0.0, h, 0.0])
+    rotation = np.array(
+        [
+            [1.0, 0.0, 0.0],
+            [0.0, math.cos(elev), -math.sin(elev)],
+            [0.0, -math.sin(elev), -math.cos(elev)],
+        ]
+    )
+    world = np.array([i * a + j * b + k * up for i, j, k in _corner_keys()])
+    out: np.ndarray = world @ rotation.T + np.array([fx, fy, 1.0])
+    return out
+
+
+def fit(
+    mask: np.ndarray, principal: tuple[float, float], focal: float
+) -> tuple[CuboidFit | None, str]:
+    """The box in the silhouette, or None and why not. ``principal`` is the photo's centre
+    in the mask's pixels and ``focal`` a typical focal length there (the start of the
+    pinhole fit); without them the box comes from the parallel projection alone."""
+    found = _hexagon(mask)
+    if found is None:
+        return None, "the outline is not a hexagon (or a rotated rectangle)"
+    poly, rms = found
+    size = float(max(np.ptp(poly[:, 0]), np.ptp(poly[:, 1])))
+    bf, bl, tl, tb, tr, br = poly
+    lean = max(
+        abs(tl[0] - bl[0]) / max(bl[1] - tl[1], 1e-9),
+        abs(tr[0] - br[0]) / max(br[1] - tr[1], 1e-9),
+    )
+    if min(bl[1] - tl[1], br[1] - tr[1]) <= 0:
+        lean = math.inf
+    width = float(br[0] - bl[0])
+    runs_d = (bf[0] - bl[0], tr[0] - tb[0])  # D sin(t), at the bottom and at the top
+    runs_w = (br[0] - bf[0], tb[0] - tl[0])  # W cos(t)
+    slopes_a = ((bf[1] - br[1]) / max(runs_w[0], 1e-9), (tl[1] - tb[1]) / max(runs_w[1], 1e-9))
+    slopes_b = ((bf[1] - bl[1]) / max(runs_d[0], 1e-9), (tr[1] - tb[1]) / max(runs_d[1], 1e-9))
+    figures = (
+        f"outline RMS {rms / size:.4f} (<= {MAX_RESIDUAL}), lean {lean:.3f} (<= {MAX_LEAN}), "
+        f"slopes {slopes_a[0]:.3f}/{slopes_a[1]:.3f} and {slopes_b[0]:.3f}/{slopes_b[1]:.3f}, "
+        f"arms {min(runs_w) / width:.2f}/{min(runs_d) / width:.2f} (>= {MIN_ARM})"
+    )
+    if rms > MAX_RESIDUAL * size:
+        return None, f"the outline's sides are not straight: {figures}"
+    if lean > MAX_LEAN:
+        return None, f"the sides are not vertical: {figures}"
+    if min(*runs_d, *runs_w) < MIN_ARM * width:
+        return None, f"face-on, not corner-on: {figures}"
+    # the parallel projection's box starts the pinhole fit (a receding edge may slope the
+    # "wrong" way in perspective; the fit, not the signs, decides)
+    s1, s2 = (max(float(np.mean(s)), 0.02) for s in (slopes_a, slopes_b))
+    elevation = math.degrees(math.asin(math.sqrt(min(s1 * s2, 1.0))))
+    yaw = math.degrees(math.atan(math.sqrt(s1 / s2)))
+    box_w = float(np.mean(runs_w)) / math.cos(math.radians(yaw))
+    box_d = float(np.mean(runs_d)) / math.sin(math.radians(yaw))
+    seen = ((bl[1] - tl[1]) + (br[1] - tr[1])) / 2  # H cos(e)
+    box_h = max(seen, 1.0) / math.cos(math.radians(elevation))
+    pinhole = _pinhole_fit(poly, principal, focal, (yaw, elevation, box_w, box_d, box_h))
+    if pinhole is None:
+        return None, f"no pinhole box fits: {figures}"
+    (yaw, elevation, box_w, box_d, box_h), camera, error = pinhole
+    figures += f", pinhole fit RMS {error / size:.4f} (<= {MAX_REPROJECTION})"
+    if error > MAX_REPROJECTION * size:
+        return None, f"no pinhole box fits the outline: {figures}"
+    tf = tl + tr - tb  # the hidden corner completes the top face's parallelogram
+    named = {
+        "bottom_front": bf,
+        "bottom_left": bl,
+        "top_left": tl,
+        "top_back": tb,
+        "top_right": tr,
+        "bottom_right": br,
+        "top_front": tf,
+    }
+    corners = {k: (float(v[0]), float(v[1])) for k, v in named.items()}
+    box = CuboidFit(yaw, elevation, box_w, box_d, box_h, corners, figures, camera)
+    return box, figures
+
+
+def build(
+    box: CuboidFit, size: tuple[int, int], base_px: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(points_px (N,3), uvs (N,2), faces (M,3), axis_x) in working pixels, in the
+    convention of ``pipeline.mesh.geometry.to_metres`` with ``height_px = base_px``: x along
+    the photo's columns, ``base_px - y`` the height above the floor, z toward the camera.
+
+    Each face is a grid of :data:`GRID` x :data:`GRID` quads with its own vertices (hard
+    edges); a vertex's UV is where the fitted pinhole camera sees that point, so the photo
+    lands on the visible faces perspective-correct to within a grid cell."""
+    w_img, h_img = size
+    t = math.radians(box.yaw_deg)
+    a = box.width * np.array([math.cos(t), 0.0, -math.sin(t)])
+    b = box.depth * np.array([-math.sin(t), 0.0, -math.cos(t)])
+    up = np.array([0.0, box.height, 0.0])
+    principal = (box.camera[0], box.camera[1])
+    params = np.array(box.camera[2:])
+    f = math.exp(params[2])
+    # the camera's view of box-frame (i, j, k) in [0, 1]^3
+    corners_cam = _camera_points(params)  # order of _corner_keys
+    # each face: its origin corner and two edge corners, counter-clockwise seen from outside
+    faces_ijk = [
+        ((0, 0, 0), (1, 0, 0), (0, 0, 1)),  # right face (along a)
+        ((0, 1, 0), (0, 0, 0), (0, 1, 1)),  # left face (along b)
+        ((0, 0, 1), (1, 0, 1), (0, 1, 1)),  # top
+        ((1, 1, 0), (0, 1, 0), (1, 1, 1)),  # back of the right face
+        ((1, 0, 0), (1, 1, 0), (1, 0, 1)),  # back of the left face
+        ((0, 1, 0), (1, 1, 0), (0, 0, 0)),  # bottom
+    ]
+    keys = _corner_keys()
+    steps = np.linspace(0.0, 1.0, GRID + 1)
+    grid_u, grid_v = np.meshgrid(steps, steps)  # v rows, u columns
+    su, sv = grid_u.ravel(), grid_v.ravel()
+    xf = box.corners["bottom_front"][0]
+    centre = (a + b) / 2
+    points: list[np.ndarray] = []
+    uvs: list[np.ndarray] = []
+    faces: list[np.ndarray] = []
+    start = 0
+    for origin, end_u, end_v in faces_ijk:
+        o, eu, ev = (np.array(c, np.float64) for c in (origin, end_u, end_v))
+        ijk = o + su[:, None] * (eu - o) + sv[:, None] * (ev - o)
+        world = ijk[:, :1] * a + ijk[:, 1:2] * b + ijk[:, 2:3] * up
+        # camera coordinates are trilinear in (i, j, k): interpolate the corners'
+        weights = np.stack(
+            [
+                np.where(key[0] == 1, ijk[:, 0], 1 - ijk[:, 0])
+                * np.where(key[1] == 1, ijk[:, 1], 1 - ijk[:, 1])
+                * np.where(key[2] == 1, ijk[:, 2], 1 - ijk[:, 2])
+                for key in keys
+            ],
+            axis=1,
+        )
+        cam = weights @ corners_cam
+        z = np.maximum(cam[:, 2], 1e-3)
+        u = principal[0] + f * cam[:, 0] / z
+        v = principal[1] - f * cam[:, 1] / z
+        points.append(
+            np.stack([xf + world[:, 0], base_px - world[:, 1], world[:, 2] - centre[2]], axis=1)
+        )
+        uvs.append(np.stack([u / w_img, v / h_img], axis=1))
+        grid = np.arange((GRID + 1) ** 2).reshape(GRID + 1, GRID + 1) + start
+        p00, p01 = grid[:-1, :-1].ravel(), grid[:-1, 1:].ravel()
+        p10, p11 = grid[1:, :-1].ravel(), grid[1:, 1:].ravel()
+        faces += [np.stack([p00, p01, p11], 1), np.stack([p00, p11, p10], 1)]
+        start += len(ijk)
+    return (
+        np.concatenate(points),
+        np.clip(np.concatenate(uvs), 0, 1),
+        np.concatenate(faces).astype(np.int64),
+        xf + float(centre[0]),
+    )
