@@ -31,6 +31,7 @@ from typing import Any
 
 from kombu.exceptions import OperationalError
 
+from storage.outbox import marks_batched
 from tasks.app import app as celery_app
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class MessageSender:
         max_pending: int = 10_000,
         quiet_s: float = 0.05,
         max_defer_s: float = 0.5,
+        max_run: int = 256,
     ) -> None:
         self.pause_s, self.quiet_s, self.max_defer_s = pause_s, quiet_s, max_defer_s
+        self.max_run = max_run
         self._last_submit = 0.0
         self._pending: queue.Queue[_Message] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Lock()
@@ -96,10 +99,20 @@ class MessageSender:
         while True:
             message = self._pending.get()
             self._defer(message)
-            try:
-                self._send(message)
-            finally:
-                self._pending.task_done()
+            # What queued up meanwhile goes in the same run, and the outbox rows of the
+            # whole run are marked sent in one transaction (one commit, not one each).
+            with marks_batched():
+                for sent in range(1, self.max_run + 1):
+                    try:
+                        self._send(message)
+                    finally:
+                        self._pending.task_done()
+                    if sent == self.max_run:
+                        break
+                    try:
+                        message = self._pending.get_nowait()
+                    except queue.Empty:
+                        break
 
     def _defer(self, message: _Message) -> None:
         """Wait while requests are arriving, up to ``max_defer_s`` after the submit."""

@@ -39,9 +39,9 @@ from service.message_sender import message_sender
 from service.model_resolution import registry_resolver
 from sku_templates import Template
 from storage import LocalArtifactStore
-from storage.admission import FETCH_CAPTURE, admit
+from storage.admission import FETCH_CAPTURE, give_back, send_start, take_admission
 from storage.database import transaction
-from storage.jobs import add_event, create_job
+from storage.jobs import add_first_event, create_job, find_idempotent
 from storage.models import Job
 from storage.outbox import Outgoing, install_relay
 from storage.plans import store_plan
@@ -111,8 +111,21 @@ def _record_job(
 ) -> tuple[Job, bool]:
     """The job row with its pinned plan, ``job_queued`` event and first message (in the
     outbox, if the tenant has a free slot), in one transaction; an idempotent repeat
-    returns the first job untouched."""
+    returns the first job untouched.
+
+    Each row is written once, in as few statements as the guarantees allow: the plan
+    (``INSERT ... ON CONFLICT DO NOTHING``), the tenant's slot (one conditional UPDATE,
+    taken after the plan so PostgreSQL holds that hot row's lock only for the last few
+    statements and the commit), then the job with its plan digest and admission, its
+    first event and its message, flushed together. No row is read back or updated after
+    its INSERT."""
     with transaction(sessions) as session:
+        if idempotency_key is not None:
+            existing = find_idempotent(session, tenant_id, idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        plan_digest = store_plan(session, pinned)
+        admitted = take_admission(session, tenant_id, max_in_flight)
         job, created = create_job(
             session,
             tenant_id=tenant_id,
@@ -124,17 +137,20 @@ def _record_job(
             parent_id=parent_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            plan_digest=plan_digest,
+            source_url=source_url,
+            source=source,
+            admission="admitted" if admitted else "waiting",
         )
-        if created:
-            job.plan_digest = store_plan(session, pinned)
-            job.source_url, job.source = source_url, source
-            add_event(
-                session,
-                job,
-                "job_queued",
-                {"stages": [i.id for i in plan.invocations], **event},
-            )
-            admit(session, job, max_in_flight)
+        if not created:  # a concurrent request with the same key recorded it first
+            if admitted:
+                give_back(session, tenant_id)
+            return job, False
+        add_first_event(
+            session, job, "job_queued", {"stages": [i.id for i in plan.invocations], **event}
+        )
+        if admitted:
+            send_start(session, job)
     return job, created
 
 

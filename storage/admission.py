@@ -75,11 +75,30 @@ def send_start(session: Session, job: Job) -> None:
         enqueue(session, START_JOB, [job.id], queue="default", job_id=job.id)
 
 
+def take_admission(session: Session, tenant_id: str, cap: int) -> bool:
+    """In the transaction that will record a new job: take one of the tenant's slots
+    (True) or not (False: the job waits). One conditional UPDATE once the tenant's
+    counter row exists; on PostgreSQL it holds that row's lock until the commit, so call
+    it late in the transaction. The caller writes the job with the matching
+    ``admission`` and, when admitted, its first message (``send_start``)."""
+    if _take(session, tenant_id, cap):
+        return True
+    if session.get(TenantJobSlots, tenant_id) is not None:
+        return False  # every slot is taken
+    _ensure_row(session, tenant_id)  # the tenant's first job
+    return _take(session, tenant_id, cap)
+
+
+def give_back(session: Session, tenant_id: str) -> None:
+    """Return a slot taken by ``take_admission`` for a job that was not recorded after
+    all (a concurrent request with the same Idempotency-Key won)."""
+    _give(session, tenant_id)
+
+
 def admit(session: Session, job: Job, cap: int) -> bool:
     """In the transaction that records a new job: take a slot and write its first message
     (True), or leave it waiting (False)."""
-    _ensure_row(session, job.tenant_id)
-    if _take(session, job.tenant_id, cap):
+    if take_admission(session, job.tenant_id, cap):
         job.admission = "admitted"
         send_start(session, job)
         return True

@@ -65,17 +65,17 @@ def create_job(
     parent_id: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    **columns: Any,
 ) -> tuple[Job, bool]:
-    """(job, created). With an idempotency key, a repeat returns the first job."""
+    """(job, created). With an idempotency key, a repeat returns the first job.
+    ``columns`` are further ``Job`` columns (``plan_digest``, ``admission``...), written
+    in the same INSERT rather than by an UPDATE after it."""
     if idempotency_key is not None:
-        existing = session.scalar(
-            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
-        )
+        existing = find_idempotent(session, tenant_id, idempotency_key, request_hash)
         if existing is not None:
-            if existing.request_hash != request_hash:
-                raise IdempotencyConflictError(existing.id)
             return existing, False
     job = Job(
+        **columns,
         tenant_id=tenant_id,
         template=template,
         params=params or {},
@@ -105,6 +105,19 @@ def create_job(
             request_hash=request_hash,
         )
     return job, True
+
+
+def find_idempotent(
+    session: Session, tenant_id: str, idempotency_key: str, request_hash: str | None
+) -> Job | None:
+    """The tenant's job made with ``idempotency_key``, if any; a conflict if it was made
+    by a different request."""
+    existing = session.scalar(
+        select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)
+    )
+    if existing is not None and existing.request_hash != request_hash:
+        raise IdempotencyConflictError(existing.id)
+    return existing
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job | None:
@@ -168,6 +181,19 @@ def add_event(session: Session, job: Job, type_: str, data: dict[str, Any] | Non
     session.add(event)
     session.flush()
     # Open event streams are woken once this commits (storage.notify); the row is the record.
+    from storage.notify import note_job_events
+
+    note_job_events(session, job.id)
+    return event
+
+
+def add_first_event(
+    session: Session, job: Job, type_: str, data: dict[str, Any] | None = None
+) -> Event:
+    """The first event of a job inserted in this same transaction: number 1, with none of
+    ``add_event``'s locking and counting (no other transaction can see the job yet)."""
+    event = Event(tenant_id=job.tenant_id, job_id=job.id, seq=1, type=type_, data=data or {})
+    session.add(event)
     from storage.notify import note_job_events
 
     note_job_events(session, job.id)

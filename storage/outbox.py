@@ -10,6 +10,11 @@ be sent twice (sent, then the process died before marking it): every task it nam
 idempotent (conditional claims in ``storage.dispatch``), so twice is harmless, never-sent
 is not possible.
 
+Marking costs a transaction of its own, so it is kept off the request's commit: the rows
+of one commit (a synchronous relay) or of one run of sends (the API's background sender,
+``marks_batched``) are marked by one UPDATE, and on PostgreSQL that commit does not wait
+for the WAL flush (a lost mark is a duplicate send, which is harmless).
+
 ``storage`` does not import Celery: the process installs how messages leave
 (``install_relay``). Workers send synchronously (``tasks.dispatch``); the API hands them
 to its background sender (``service.message_sender``), so no request waits on a dead
@@ -24,7 +29,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +45,7 @@ from sqlalchemy import (
     delete,
     event,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -123,6 +130,11 @@ def enqueue(
 
 def _mark_sent(engine: Engine, ids: Sequence[int]) -> None:
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Bookkeeping, not a promise to anyone: a mark lost in a crash only means the
+            # reconciler sends that message again, and every task is idempotent. So this
+            # commit does not wait for the WAL flush, the one that recorded the job did.
+            connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
         connection.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(list(ids)), OutboxMessage.sent_at.is_(None))
@@ -137,21 +149,52 @@ def _after_commit(session: Session) -> None:
         return
     engine = session.get_bind()
     assert isinstance(engine, Engine)
-    for message in pending:
-        try:
-            relay(message, functools.partial(_mark_sent_quietly, engine, message.id))
-        except Exception as exc:
-            # The commit happened and must not look failed: the row waits for the
-            # reconciler, so only latency is lost.
-            log.warning("outbox %s (%s) not sent yet: %s", message.id, message.task, exc)
-            return
+    with marks_batched():  # a relay that sends at once marks this commit's rows together
+        for message in pending:
+            try:
+                relay(message, functools.partial(_mark_sent_quietly, engine, message.id))
+            except Exception as exc:
+                # The commit happened and must not look failed: the row waits for the
+                # reconciler, so only latency is lost.
+                log.warning("outbox %s (%s) not sent yet: %s", message.id, message.task, exc)
+                return
+
+
+_marks = threading.local()
+
+
+@contextmanager
+def marks_batched() -> Iterator[None]:
+    """Collect the ``mark_sent`` calls this thread makes inside the block and write them
+    as one UPDATE per database when it ends, instead of one transaction (and, on SQLite,
+    one fsync) per message. A relay that sends messages later, on a thread of its own,
+    opens this around each run of sends; an inner block joins the outer one."""
+    if getattr(_marks, "pending", None) is not None:
+        yield
+        return
+    pending: dict[Engine, list[int]] = {}
+    _marks.pending = pending
+    try:
+        yield
+    finally:
+        _marks.pending = None
+        for engine, ids in pending.items():
+            _mark_sent_now(engine, ids)
 
 
 def _mark_sent_quietly(engine: Engine, message_id: int) -> None:
+    pending: dict[Engine, list[int]] | None = getattr(_marks, "pending", None)
+    if pending is not None:
+        pending.setdefault(engine, []).append(message_id)
+        return
+    _mark_sent_now(engine, [message_id])
+
+
+def _mark_sent_now(engine: Engine, ids: list[int]) -> None:
     try:
-        _mark_sent(engine, [message_id])
-    except Exception as exc:  # the row is sent again later: every task is idempotent
-        log.warning("outbox %s sent but not marked: %s", message_id, exc)
+        _mark_sent(engine, ids)
+    except Exception as exc:  # the rows are sent again later: every task is idempotent
+        log.warning("outbox %s sent but not marked: %s", ids, exc)
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:

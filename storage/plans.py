@@ -1,5 +1,9 @@
 """Pinned plans: stored once per distinct content, addressed by the sha256 of its canonical
-JSON (sorted keys, no whitespace), and never rewritten. A job points at its plan's digest."""
+JSON (sorted keys, no whitespace), and never rewritten. A job points at its plan's digest.
+
+Storing is one ``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL: most
+submissions pin a plan that is stored already, and reading it back first would load and
+decode its whole content for nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import hashlib
 import json
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +32,15 @@ def plan_digest(content: dict[str, Any]) -> str:
 def store_plan(session: Session, content: dict[str, Any]) -> str:
     """The plan's digest, inserting the row unless an equal plan is stored already."""
     digest = plan_digest(content)
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        session.execute(
+            insert(PinnedPlan)
+            .values(digest=digest, content=content)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        return digest
     if session.get(PinnedPlan, digest) is not None:
         return digest
     try:
