@@ -143,11 +143,16 @@ def encode_jpeg(image: Image.Image, *, quality: int, xmp: str | None = None) -> 
     return buffer.getvalue()
 
 
-def encode_webp(image: Image.Image, *, quality: int, xmp: str | None = None) -> bytes:
+def encode_webp(
+    image: Image.Image, *, quality: int, xmp: str | None = None, method: int = 4
+) -> bytes:
+    """Lossy WebP. ``method`` is libwebp's effort (0-6): 3 and up add rate-distortion
+    optimisation, which on a 2048² packshot doubles the time (0.15 -> 0.30 s) for ~0.6 dB
+    PSNR on the product at the same ``quality`` and ~5 % fewer bytes."""
     buffer = io.BytesIO()
     kwargs: dict[str, object] = {
         "quality": quality,
-        "method": 4,
+        "method": method,
         "icc_profile": srgb_icc_bytes(),
         "exact": image.mode == "RGBA",
     }
