@@ -2,12 +2,21 @@
 with 1 and 2 CPU workers, the queue's overhead per job, and process memory.
 
     python -m benchmarks.service_load [--clients 1,8,32] [--requests 400] [--jobs 8]
-                                      [--database sqlite|postgres]
+                                      [--database sqlite|postgres] [--database-query Q]
+                                      [--baseline DIR]
 
 Enqueue: ``POST /v1/captures`` with a ~500 KB JPEG from N concurrent clients (one asyncio
 httpx load generator on the same machine), against the real API and, in the same run,
 against a bare endpoint that only streams the upload to disk and sends one Celery message
 (``benchmarks/enqueue_floor_app.py``): the floor. Both are served by one uvicorn process.
+The tenant's in-flight cap is lifted so that every job is admitted: like the floor, each
+request then leaves a message (an outbox row, sent after the commit), none just waits.
+"cpu ms/req" is the server process's CPU time (user + system) per request over the row,
+which a busy machine disturbs far less than the rates. ``--baseline DIR`` serves the API
+of another checkout too (``git archive <rev> | tar -x -C DIR``), on its own database,
+measured in each row right after the current one: a before/after in one run.
+``--database-query`` is appended to the database URL of both APIs, e.g.
+``synchronous=normal`` (SQLite) or ``options=-csynchronous_commit%3Doff`` (PostgreSQL).
 
 Jobs: N jobs submitted at once, run by 1 and then 2 ``skuforge worker`` processes (solo
 pool); throughput is jobs per minute from the first submit to the last verdict. Overhead:
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import random
@@ -88,9 +98,11 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        argv, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT
+        argv, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=cwd
     )
     try:
         yield proc
@@ -102,9 +114,15 @@ def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             proc.kill()
 
 
-def database_url(kind: str, workdir: Path) -> tuple[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_url(kind: str, workdir: Path, name: str = "jobs") -> tuple[str, Any]:
     if kind == "sqlite":
-        return f"sqlite:///{workdir / 'jobs.db'}", None
+        return f"sqlite:///{workdir / f'{name}.db'}", None
     admin = create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
     )
@@ -120,16 +138,29 @@ def database_url(kind: str, workdir: Path) -> tuple[str, Any]:
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
 
 
-def make_key(env: dict[str, str]) -> str:
+def make_key(env: dict[str, str], root: Path = ROOT) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "service.cli", "keys", "create", "--tenant", "bench"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=root,
     )
     return out.stdout.strip()
+
+
+def upgrade_database(env: dict[str, str], root: Path = ROOT) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "service.cli", "db", "upgrade"],
+        env={**os.environ, **env},
+        check=True,
+        cwd=root,
+    )
+
+
+def with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}" if query else url
 
 
 async def load(
@@ -171,9 +202,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_enqueue(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> list[list[str]]:
     body = capture_jpeg()
-    key = make_key(env)
     rows: list[list[str]] = []
-    api_port, floor_port = free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
     floor_env = {
         **env,
@@ -181,57 +210,91 @@ def bench_enqueue(args: argparse.Namespace, env: dict[str, str], workdir: Path) 
         "FLOOR_BROKER_URL": env["SKUFORGE_BROKER_URL"],
     }
     (workdir / "floor").mkdir()
-    with (
-        process(
-            [*uvicorn, "--factory", "service.app:create_app", "--port", str(api_port)],
-            env,
-            workdir / "api.log",
-        ) as api,
-        process(
-            [*uvicorn, "benchmarks.enqueue_floor_app:app", "--port", str(floor_port)],
-            floor_env,
-            workdir / "floor.log",
-        ),
-    ):
-        wait_http(f"http://127.0.0.1:{api_port}/healthz")
-        wait_http(f"http://127.0.0.1:{floor_port}/docs")
-        idle_rss = peak_rss_mb(api.pid)
-        auth = {"Authorization": f"Bearer {key}"}
-        # warm both (imports, connection pools, first plan build)
-        asyncio.run(load(f"http://127.0.0.1:{api_port}/v1/captures", body, 1, 20, auth, True))
-        asyncio.run(load(f"http://127.0.0.1:{floor_port}/floor", body, 1, 20, {}, False))
-        for clients in args.clients:
-            measured = {}
-            for name, url, multipart, headers in (
-                ("floor", f"http://127.0.0.1:{floor_port}/floor", False, {}),
-                ("api", f"http://127.0.0.1:{api_port}/v1/captures", True, auth),
-            ):
-                seconds, latencies, errors = asyncio.run(
-                    load(url, body, clients, args.requests, headers, multipart)
+    # name -> (root, env); each API has a database and a store of its own
+    apis: dict[str, tuple[Path, dict[str, str]]] = {"api": (ROOT, env)}
+    drops = []
+    if args.baseline is not None:
+        url, drop = database_url(args.database, workdir, "baseline")
+        drops.append(drop)
+        base_env = {
+            **env,
+            "SKUFORGE_DATABASE__URL": with_query(url, args.database_query),
+            "SKUFORGE_STORE__ROOT": str(workdir / "store-baseline"),
+            "PYTHONPATH": str(args.baseline),
+        }
+        upgrade_database(base_env, args.baseline)
+        apis["baseline"] = (args.baseline, base_env)
+    try:
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, tuple[str, int, dict[str, str], bool]] = {}
+            port = free_port()
+            floor = stack.enter_context(
+                process(
+                    [*uvicorn, "benchmarks.enqueue_floor_app:app", "--port", str(port)],
+                    floor_env,
+                    workdir / "floor.log",
                 )
-                measured[name] = len(latencies) / seconds
+            )
+            wait_http(f"http://127.0.0.1:{port}/docs")
+            servers["floor"] = (f"http://127.0.0.1:{port}/floor", floor.pid, {}, False)
+            idle_rss = {}
+            for name, (root, api_env) in apis.items():
+                key = make_key(api_env, root)
+                port = free_port()
+                api = stack.enter_context(
+                    process(
+                        [*uvicorn, "--factory", "service.app:create_app", "--port", str(port)],
+                        api_env,
+                        workdir / f"{name}.log",
+                        cwd=root,
+                    )
+                )
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                idle_rss[name] = peak_rss_mb(api.pid)
+                auth = {"Authorization": f"Bearer {key}"}
+                servers[name] = (f"http://127.0.0.1:{port}/v1/captures", api.pid, auth, True)
+            # warm each (imports, connection pools, first plan build)
+            for url, _, headers, multipart in servers.values():
+                asyncio.run(load(url, body, 1, 20, headers, multipart))
+            for clients in args.clients:
+                floor_rate = 0.0
+                for name, (url, pid, headers, multipart) in servers.items():
+                    cpu_before = cpu_seconds(pid)
+                    seconds, latencies, errors = asyncio.run(
+                        load(url, body, clients, args.requests, headers, multipart)
+                    )
+                    cpu = (cpu_seconds(pid) - cpu_before) / len(latencies) * 1000
+                    rate = len(latencies) / seconds
+                    floor_rate = rate if name == "floor" else floor_rate
+                    rows.append(
+                        [
+                            name,
+                            str(clients),
+                            f"{rate:.0f}",
+                            f"{percentile(latencies, 50):.1f}",
+                            f"{percentile(latencies, 99):.1f}",
+                            f"{cpu:.1f}",
+                            str(errors),
+                            f"{rate / floor_rate:.0%}" if name != "floor" else "",
+                        ]
+                    )
+            for name in apis:
                 rows.append(
                     [
-                        name,
-                        str(clients),
-                        f"{len(latencies) / seconds:.0f}",
-                        f"{percentile(latencies, 50):.1f}",
-                        f"{percentile(latencies, 99):.1f}",
-                        str(errors),
-                        f"{measured[name] / measured['floor']:.0%}" if name == "api" else "",
+                        f"{name} RSS (MB)",
+                        "",
+                        f"idle {idle_rss[name]:.0f}",
+                        "",
+                        "",
+                        "",
+                        "",
+                        f"peak {peak_rss_mb(servers[name][1]):.0f}",
                     ]
                 )
-        rows.append(
-            [
-                "api RSS (MB)",
-                "",
-                f"idle {idle_rss:.0f}",
-                "",
-                "",
-                "",
-                f"peak {peak_rss_mb(api.pid):.0f}",
-            ]
-        )
+    finally:
+        for drop in drops:
+            if drop is not None:
+                drop()
     return rows
 
 
@@ -363,6 +426,12 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--skip-jobs", action="store_true")
     parser.add_argument("--skip-enqueue", action="store_true")
+    parser.add_argument(
+        "--database-query", default="", help="appended to the database URL of the APIs"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout's API, measured too"
+    )
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="skuforge-load-"))
@@ -373,14 +442,10 @@ def main() -> None:
         "SKUFORGE_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
         "SKUFORGE_RESULT_BACKEND": f"redis://127.0.0.1:6379/{db}",
         "SKUFORGE_STORE__ROOT": str(workdir / "store"),
-        "SKUFORGE_DATABASE__URL": url,
+        "SKUFORGE_DATABASE__URL": with_query(url, args.database_query),
+        "SKUFORGE_DISPATCH__TENANT_MAX_IN_FLIGHT": "100000",
     }
-    subprocess.run(
-        [sys.executable, "-m", "service.cli", "db", "upgrade"],
-        env={**os.environ, **env},
-        check=True,
-        cwd=ROOT,
-    )
+    upgrade_database(env)
     console = Console()
     try:
         if not args.skip_enqueue:
@@ -391,6 +456,7 @@ def main() -> None:
                 "req/s",
                 "p50 ms",
                 "p99 ms",
+                "cpu ms/req",
                 "errors",
                 "vs floor",
             ):

@@ -96,7 +96,10 @@ class ApiContext:
             self.metrics.keys_refused.labels(reason).inc()
 
 
-def get_context(request: Request) -> ApiContext:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency on
+# the thread pool, a hop that costs more than the dependency itself. ``current_key`` may
+# read the database and hits Redis, so it stays a ``def``.
+async def get_context(request: Request) -> ApiContext:
     context: ApiContext = request.app.state.context
     return context
 
@@ -159,7 +162,7 @@ def require_scope(identity: KeyIdentity, scope: str) -> None:
         )
 
 
-def current_tenant(request: Request, identity: KeyDep) -> Tenant:
+async def current_tenant(request: Request, identity: KeyDep) -> Tenant:
     """The key's tenant (a detached row: only ``id`` and ``name``), once the key's scope
     allows the request's method."""
     require_scope(identity, "read" if request.method in SAFE_METHODS else "write")

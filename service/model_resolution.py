@@ -9,6 +9,9 @@ a revision of the job resolves the same way.
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,6 +93,49 @@ class RegistryResolver:
         )[0]
 
 
+class RegistryReads:
+    """The live workers' gpu models and tenants' commercial flags, as last read from one
+    database, trusted for ``ttl_s`` (the API key cache's setting, at most 1 s, 0 = always
+    read): under load every submission would otherwise open a session for two reads
+    whose answers change every heartbeat (15 s) or by an operator's hand. A worker that
+    just came up is thus used at most that much later, like a revoked key is refused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: tuple[float, list[dict[str, Any]]] | None = None
+        self._commercial: dict[str, tuple[float, bool]] = {}
+
+    def read(
+        self, sessions: sessionmaker[Session], settings: Settings, tenant_id: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        ttl_s, now = settings.api.key_cache_s, time.monotonic()
+        with self._lock:
+            models = self._models[1] if self._models and self._models[0] > now else None
+            flag = self._commercial.get(tenant_id or "")
+            commercial = flag[1] if flag is not None and flag[0] > now else None
+        if models is not None and (commercial is not None or tenant_id is None):
+            return models, bool(commercial)
+        with sessions() as session:
+            workers = live_workers(session, 3 * settings.worker_heartbeat_s)
+            tenant = session.get(Tenant, tenant_id) if tenant_id else None
+            commercial = bool(tenant and tenant.commercial)
+        # Model backends are routed to the gpu queue, so only its consumers' models count.
+        models = advertised_models(workers, queue="gpu")
+        if ttl_s > 0:
+            with self._lock:
+                self._models = (now + ttl_s, models)
+                if tenant_id:
+                    if len(self._commercial) >= 4096:
+                        self._commercial.clear()
+                    self._commercial[tenant_id] = (now + ttl_s, commercial)
+        return models, commercial
+
+
+_reads: weakref.WeakKeyDictionary[sessionmaker[Session], RegistryReads] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def registry_resolver(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -97,13 +143,12 @@ def registry_resolver(
     pinned: dict[str, dict[str, Any]] | None = None,
     tenant_id: str | None = None,
 ) -> RegistryResolver:
-    with sessions() as session:
-        workers = live_workers(session, 3 * settings.worker_heartbeat_s)
-        tenant = session.get(Tenant, tenant_id) if tenant_id else None
-        commercial = bool(tenant and tenant.commercial)
-    # Model backends are routed to the gpu queue, so only its consumers' models count.
+    reads = _reads.get(sessions)
+    if reads is None:
+        reads = _reads.setdefault(sessions, RegistryReads())
+    models, commercial = reads.read(sessions, settings, tenant_id)
     return RegistryResolver(
-        advertised_models(workers, queue="gpu"),
+        [dict(m) for m in models],  # a resolver never changes the shared list
         preferred=settings.rembg.model,
         pinned=pinned,
         commercial=commercial,

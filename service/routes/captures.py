@@ -265,6 +265,21 @@ def accepted(response: Response, job: JobPublic, created: bool) -> JobPublic:
     return job
 
 
+def accepted_response(job: JobPublic, created: bool) -> Response:
+    """The 202 for ``job``, serialised once: returned as a model, FastAPI would dump it,
+    validate the dump as a new ``JobPublic`` and dump that again (``response_model``
+    still documents the body)."""
+    headers = {"Location": job_url(job.id)}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        job.model_dump_json(by_alias=True),
+        status_code=202,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
 @router.post(
     "/captures",
     status_code=202,
@@ -282,11 +297,10 @@ def accepted(response: Response, job: JobPublic, created: bool) -> JobPublic:
 )
 async def post_capture(
     request: Request,
-    response: Response,
     tenant: TenantDep,
     context: ContextDep,
     idempotency_key: IdempotencyKey = None,
-) -> JobPublic:
+) -> Response:
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
         capture, logo, fields = await _read_multipart(request)
@@ -311,7 +325,7 @@ async def post_capture(
         job, created = await run_in_threadpool(
             submit_url, context, tenant, body.image_url, fields, idempotency_key
         )
-        return accepted(response, job, created)
+        return accepted_response(job, created)
     else:
         raise ProblemError(
             415,
@@ -321,4 +335,4 @@ async def post_capture(
     job, created = await run_in_threadpool(
         submit, context, tenant, capture, logo, fields, idempotency_key
     )
-    return accepted(response, job, created)
+    return accepted_response(job, created)
