@@ -191,12 +191,11 @@ def add_first_event(
     session: Session, job: Job, type_: str, data: dict[str, Any] | None = None
 ) -> Event:
     """The first event of a job inserted in this same transaction: number 1, with none of
-    ``add_event``'s locking and counting (no other transaction can see the job yet)."""
+    ``add_event``'s locking and counting (no other transaction can see the job yet). Nor
+    is a notice published (``storage.notify``): event streams are per job, and a stream
+    of this job can only open once the job is committed, reading this event first."""
     event = Event(tenant_id=job.tenant_id, job_id=job.id, seq=1, type=type_, data=data or {})
     session.add(event)
-    from storage.notify import note_job_events
-
-    note_job_events(session, job.id)
     return event
 
 
