@@ -1,37 +1,39 @@
 """A box seen corner-on: its yaw, the camera's elevation and its three sides from the
 silhouette alone, and the cuboid built upright in that pose.
 
-The method (a tripod shot: no roll, so the box's vertical edges stay vertical in the
-image). Seen from elevation ``e`` at yaw ``t``, the box's outline is a hexagon: two vertical
-edges at its far left and right, a *bottom* that is a V (the two bottom edges meeting at the
-front corner) and a *top* that is an inverted V (the top face's two far edges meeting at
-its back corner). In a parallel projection with the box's two horizontal edge directions
-``a`` (the face on the right, width ``W``) and ``b`` (the face on the left, depth ``D``),
-an edge along ``a`` rises to the right with slope ``s1 = tan(t) sin(e)`` and one along
-``b`` rises to the left with slope ``s2 = sin(e) / tan(t)``. So
+The method assumes a tripod shot (no roll: the box's vertical edges stay near-vertical in
+the image) of a box standing on its base, seen from above its top face.
 
-* ``sin(e)^2 = s1 * s2`` -- the elevation, and
-* ``tan(t)^2 = s1 / s2`` -- the yaw,
+1. *The hexagon.* The outline's convex hull is simplified to six corners (OpenCV's
+   ``approxPolyN``, which also cuts a box's rounded corners); each side is re-fitted as a
+   line through the outline points along its middle, and the corners are the neighbouring lines'
+   intersections. Ordered from the lowest corner (the front bottom corner) through the
+   left: bottom-left, top-left, top-back, top-right, bottom-right. The outline must stay
+   within :data:`MAX_RESIDUAL` of it, the left and right sides must be near vertical and
+   both faces wide enough (face-on boxes stay with ``extrude``).
+2. *A parallel projection's estimate.* With edge directions ``a`` (the face on the right,
+   width ``W``) and ``b`` (the face on the left, depth ``D``), seen from elevation ``e`` at
+   yaw ``t``, an edge along ``a`` rises to the right with slope ``s1 = tan(t) sin(e)`` and
+   one along ``b`` rises to the left with ``s2 = sin(e) / tan(t)``; so ``sin(e)^2 = s1 s2``
+   and ``tan(t)^2 = s1 / s2`` (each direction is seen twice, at the bottom and on the top
+   face, and averaged). The front corner's column splits the width into ``W cos(t)`` and
+   ``D sin(t)``; the vertical sides are ``H cos(e)`` long.
+3. *The pinhole fit.* Real photos converge: lower edges are steeper than the top face's,
+   verticals lean, and a parallel projection halves a box's depth. So the estimate starts a
+   least-squares fit (SciPy) of a pinhole camera's view of a cuboid to the six corners:
+   yaw, elevation, focal length, the three sides and the front corner's position, with the
+   principal point at the photo's centre. Twelve coordinates, eight unknowns: a hexagon
+   that is not a box (a can's elliptic base cut into lines) leaves a residual over
+   :data:`MAX_REPROJECTION` and is refused. Elevation and yaw come from the image alone;
+   the focal length's start is a 30 degree field of view.
 
-from the slopes of the outline's straight bottom and top edges (each direction is seen
-twice: bottom right and top left along ``a``, bottom left and top right along ``b``; their
-mean cancels most of the perspective's convergence, which steepens the lower edge and
-flattens the upper). The front corner's column splits the width into ``W cos(t)`` and
-``D sin(t)``, and the vertical edges are ``H cos(e)`` long. Seen from straight above
-(``e`` near 90 degrees, ``s1 * s2`` near 1) the outline is a rotated rectangle and the
-height is not seen: the box is a flat pack, built :data:`FLAT_THICKNESS` of its smaller
-side thick.
-
-Whether the outline *is* a box: both V fits leave residuals under a pixel or so (a can's
-elliptic base does not), both Vs break at columns that agree (``D sin(t)`` measured from
-either end), the slopes have the signs of a V, and the sides between them are straight.
-
-The cuboid is built upright (Y up, the camera that took the photo looking down ``-Z`` from
-``e`` above the horizon), so a turntable spins it about its real vertical axis. The two
-visible sides take the photo: each corner's UV is where that corner is in the photo (the
-hidden top-front corner completes the top face's parallelogram). The other faces keep the
-orthographic projection's rows as UVs; ``pipeline.mesh.surface`` points them at the
-continuation of the product's colours.
+The cuboid is built upright (Y up, the photo's camera looking down ``-Z`` from ``e`` above
+the horizon), so a turntable spins it about its real vertical axis. Each face is a small
+grid whose vertices take as UV the fitted camera's image of that point: the two visible
+sides show the photo, perspective-correct to a grid cell. ``pipeline.mesh.surface`` points
+the faces turned away (and the top, seen at a grazing angle) at the continuation of the
+product's colours, never the mirrored photo. A flat box lying down seen from above is the
+same fit with a small height: a thin slab.
 """
 
 from __future__ import annotations
@@ -42,14 +44,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# the hull simplified to the first of these shares of its perimeter that leaves six corners:
-# a box's outline is a hexagon (the straightness of its sides is checked after)
-SIMPLIFY = (0.002, 0.003, 0.004, 0.006, 0.008, 0.011, 0.015)
 EDGE_TRIM = 0.15  # share of each edge left out at either end when its line is fitted
-MAX_RESIDUAL = 0.006  # RMS distance of the outline from the hexagon, share of its size
+# RMS distance of the outline from the hexagon, share of its size (a sharp box's is
+# 0.001-0.004 on the scan renders, a rounded can's 0.007, a cylinder's 0.003-0.03)
+MAX_RESIDUAL = 0.008
 MAX_LEAN = 0.5  # a "vertical" edge: |dx / dy| at most this (perspective leans it)
-MAX_REPROJECTION = 0.01  # RMS of the pinhole box's corners from the outline's, share of size
+# RMS of the pinhole box's corners from the hexagon's, share of its size: the test that
+# tells a box (0.001-0.014 on the scan renders) from other hexagons (0.022 and more)
+MAX_REPROJECTION = 0.015
+MAX_SPREAD = 0.4  # standard deviation of log(side / height) the fit may leave (0.01-0.28 on
+# the scan renders; a flat box seen at 8 degrees, its top edge-on: 1.0)
 MIN_ARM = 0.04  # the shorter arm of a V: below this share of the width it is face-on
+MAX_ROLL = 8.0  # degrees the photo may be turned from level (or the box stand askew)
 GRID = 6  # quads along each side of a face: UVs follow the perspective to a sixth of a side
 
 
@@ -80,10 +86,9 @@ def _hexagon(mask: np.ndarray) -> tuple[np.ndarray, float] | None:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
     hull = cv2.convexHull(contour.astype(np.float32))
-    for share in SIMPLIFY:
-        polygon = cv2.approxPolyDP(hull, share * cv2.arcLength(hull, True), True)
-        if len(polygon) == 6:
-            break
+    if len(hull) < 6:
+        return None  # a rectangle face-on
+    polygon = cv2.approxPolyN(hull, 6, ensure_convex=True)
     polygon = polygon.reshape(-1, 2).astype(np.float64)
     if len(polygon) != 6:
         return None
@@ -134,10 +139,17 @@ def _hexagon(mask: np.ndarray) -> tuple[np.ndarray, float] | None:
 
 def _project(params: np.ndarray, principal: tuple[float, float]) -> np.ndarray:
     """The box's eight corners (order of :func:`_corner_keys`) in the photo, y down."""
-    f = math.exp(params[2])
-    cam = _camera_points(params)
+    return _to_image(_camera_points(params), params, principal)
+
+
+def _to_image(cam: np.ndarray, params: np.ndarray, principal: tuple[float, float]) -> np.ndarray:
+    """Camera coordinates (right, up, forward) to photo pixels (y down), through the focal
+    length and the roll (a camera a little off level, or a box standing a little askew)."""
+    f, roll = math.exp(params[2]), params[8]
     z = np.maximum(cam[:, 2], 1e-3)
-    return np.stack([principal[0] + f * cam[:, 0] / z, principal[1] - f * cam[:, 1] / z], axis=1)
+    x, y = f * cam[:, 0] / z, -f * cam[:, 1] / z
+    c, s = math.cos(roll), math.sin(roll)
+    return np.stack([principal[0] + c * x - s * y, principal[1] + s * x + c * y], axis=1)
 
 
 def _corner_keys() -> list[tuple[int, int, int]]:
@@ -153,7 +165,7 @@ def _pinhole_fit(
     principal: tuple[float, float],
     focal: float,
     start: tuple[float, float, float, float, float],
-) -> tuple[tuple[float, float, float, float, float], tuple[float, ...], float] | None:
+) -> tuple[tuple[float, float, float, float, float], tuple[float, ...], float, float] | None:
     """Refine the parallel projection's box with a pinhole camera through the outline's six
     corners (perspective steepens the lower edges and leans the verticals; ignoring it
     halves a box's depth). Returns the box in pixels at the front corner's distance."""
@@ -172,6 +184,7 @@ def _pinhole_fit(
             h / f0,
             (bf[0] - principal[0]) / f0,
             -(bf[1] - principal[1]) / f0,
+            0.0,
         ]
     )
     index = [_corner_keys().index(k) for k in HEXAGON]
@@ -180,8 +193,10 @@ def _pinhole_fit(
         out: np.ndarray = (_project(p, principal)[index] - poly).ravel()
         return out
 
-    lower = [0.02, 0.0, math.log(f0 / 6), 1e-3, 1e-3, 1e-3, -5.0, -5.0]
-    upper = [math.pi / 2 - 0.02, math.pi / 2 - 0.02, math.log(f0 * 6), 5.0, 5.0, 5.0, 5.0, 5.0]
+    roll = math.radians(MAX_ROLL)
+    lower = [0.02, 0.0, math.log(f0 / 6), 1e-3, 1e-3, 1e-3, -5.0, -5.0, -roll]
+    upper = [math.pi / 2 - 0.02, math.pi / 2 - 0.02, math.log(f0 * 6)]
+    upper += [5.0, 5.0, 5.0, 5.0, 5.0, roll]
     x0 = np.clip(x0, np.array(lower) + 1e-6, np.array(upper) - 1e-6)
     solution = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac")
     if not solution.success:
@@ -194,14 +209,34 @@ def _pinhole_fit(
     scale = f / mid
     box = (math.degrees(p[0]), math.degrees(p[1]), p[3] * scale, p[4] * scale, p[5] * scale)
     error = float(np.sqrt(np.mean(solution.fun**2) * 2))
-    return box, (principal[0], principal[1], *(float(v) for v in p)), error
+    return box, (principal[0], principal[1], *(float(v) for v in p)), error, _spread(solution)
+
+
+def _spread(solution: object) -> float:
+    """How loosely the outline pins the box's proportions: the largest standard deviation
+    of log(W / H) and log(D / H) from the fit's covariance (Gauss-Newton, the residual's
+    own scale, at least half a pixel). A face seen edge-on leaves its width to guesswork."""
+    jac = np.asarray(solution.jac)  # type: ignore[attr-defined]
+    fun = np.asarray(solution.fun)  # type: ignore[attr-defined]
+    p = np.asarray(solution.x)  # type: ignore[attr-defined]
+    sigma2 = max(float(fun @ fun) / max(len(fun) - len(p), 1), 0.25)
+    try:
+        cov = np.linalg.inv(jac.T @ jac) * sigma2
+    except np.linalg.LinAlgError:
+        return math.inf
+    spreads = []
+    for side in (3, 4):
+        g = np.zeros(len(p))
+        g[side], g[5] = 1.0 / p[side], -1.0 / p[5]
+        spreads.append(math.sqrt(max(float(g @ cov @ g), 0.0)))
+    return max(spreads)
 
 
 def _camera_points(p: np.ndarray) -> np.ndarray:
     """The corners in camera coordinates (right, up, forward) for the fit's parameters: yaw,
     elevation (radians), log focal, W, D, H in units of the front corner's distance, and
     that corner's x, y there."""
-    yaw, elev, _, w, d, h, fx, fy = p
+    yaw, elev, _, w, d, h, fx, fy = p[:8]
     a = w * np.array([math.cos(yaw), 0.0, -math.sin(yaw)])
     b = d * np.array([-math.sin(yaw), 0.0, -math.cos(yaw)])
     up = np.array([0.0, h, 0.0])
@@ -263,10 +298,15 @@ def fit(
     pinhole = _pinhole_fit(poly, principal, focal, (yaw, elevation, box_w, box_d, box_h))
     if pinhole is None:
         return None, f"no pinhole box fits: {figures}"
-    (yaw, elevation, box_w, box_d, box_h), camera, error = pinhole
-    figures += f", pinhole fit RMS {error / size:.4f} (<= {MAX_REPROJECTION})"
+    (yaw, elevation, box_w, box_d, box_h), camera, error, spread = pinhole
+    figures += (
+        f", pinhole fit RMS {error / size:.4f} (<= {MAX_REPROJECTION}), proportions "
+        f"+-{spread:.3f} (<= {MAX_SPREAD})"
+    )
     if error > MAX_REPROJECTION * size:
         return None, f"no pinhole box fits the outline: {figures}"
+    if spread > MAX_SPREAD:
+        return None, f"the outline leaves the box's proportions open: {figures}"
     tf = tl + tr - tb  # the hidden corner completes the top face's parallelogram
     named = {
         "bottom_front": bf,
@@ -299,7 +339,6 @@ def build(
     up = np.array([0.0, box.height, 0.0])
     principal = (box.camera[0], box.camera[1])
     params = np.array(box.camera[2:])
-    f = math.exp(params[2])
     # the camera's view of box-frame (i, j, k) in [0, 1]^3
     corners_cam = _camera_points(params)  # order of _corner_keys
     # each face: its origin corner and two edge corners, counter-clockwise seen from outside
@@ -335,10 +374,7 @@ def build(
             ],
             axis=1,
         )
-        cam = weights @ corners_cam
-        z = np.maximum(cam[:, 2], 1e-3)
-        u = principal[0] + f * cam[:, 0] / z
-        v = principal[1] - f * cam[:, 1] / z
+        u, v = _to_image(weights @ corners_cam, params, principal).T
         points.append(
             np.stack([xf + world[:, 0], base_px - world[:, 1], world[:, 2] - centre[2]], axis=1)
         )

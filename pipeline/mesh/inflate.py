@@ -9,7 +9,9 @@ Outline nodes are pulled onto the silhouette's edge along the signed distance's 
 which keeps the front view faithful at any grid step. Grid cells that would touch only
 at a corner are dropped first: that keeps every vertex manifold. UVs are the front's
 planar projection; ``pipeline.mesh.surface`` re-points the back and the steep sides at a
-continuation of the product's colours.
+continuation of the product's colours. Holes where the backdrop shows through the product
+(``Silhouette.open``) stay open: their outline gets a rim like the outer one, and the
+distance to the outline, so the thickness, counts from their edges too.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def build(
     sil: Silhouette, max_triangles: int, depth_px: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(points_px (N,3), uvs (N,2), faces (M,3), axis_x) in working pixels."""
-    mask = sil.mask
+    mask = sil.open  # the backdrop seen through the product stays a hole
     h, w = mask.shape
     signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
     signed = np.where(mask, signed - 0.5, signed + 0.5)  # zero on the pixel edges

@@ -4,6 +4,12 @@ Everything downstream works on the bounding-box crop of the cutout: ``mask`` at 
 resolution (long side ``working_size``) for geometry, ``rgb`` at texture resolution for
 colour. Pixels outside the product are filled with the nearest product colour, so texture
 filtering and mip-mapping never pull the backdrop (or black) into the product's edges.
+
+``mask`` has its holes filled (the measures and most backends want the outline); ``open``
+keeps the holes where the backdrop shows through the product (the finger loops of
+scissors, a mug's handle) once they are big enough not to be cutout speckle
+(:data:`MIN_HOLE` of the product's area), for ``inflate``: a filled loop would inflate
+into a pillow as thick as the loop is wide.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from scipy import ndimage
 
 from pipeline.errors import NoProductFoundError
 
+MIN_HOLE = 0.004  # share of the filled product's area a see-through hole needs to stay open
+
 
 @dataclass(frozen=True)
 class Silhouette:
@@ -23,6 +31,7 @@ class Silhouette:
     coverage: np.ndarray  # (h, w) float in [0, 1]: alpha at working resolution (sub-pixel edges)
     rgb: np.ndarray  # (H, W, 3) uint8 texture source, same crop, background filled
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in the capture
+    open: np.ndarray  # (h, w) bool: ``mask`` with the see-through holes left open
 
     @property
     def aspect(self) -> float:
@@ -48,7 +57,7 @@ def extract(
     scale = min(1.0, working_size / max(h, w))
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
     alpha_small = cv2.resize(crop[..., 3], size, interpolation=cv2.INTER_AREA)
-    mask = _main_component(alpha_small > 127)
+    mask, open_mask = _main_component(alpha_small > 127)
     coverage = np.where(mask | (alpha_small > 0), alpha_small / 255.0, 0.0)
     tex_scale = min(1.0, texture_size / max(h, w))
     tex_size = (max(2, round(w * tex_scale)), max(2, round(h * tex_scale)))
@@ -59,18 +68,31 @@ def extract(
         _, (iy, ix) = ndimage.distance_transform_edt(~inside, return_indices=True)
         rgb = rgb[iy, ix]
     return Silhouette(
-        mask=mask, coverage=coverage, rgb=np.ascontiguousarray(rgb), bbox=(x0, y0, x1, y1)
+        mask=mask,
+        coverage=coverage,
+        rgb=np.ascontiguousarray(rgb),
+        bbox=(x0, y0, x1, y1),
+        open=open_mask,
     )
 
 
-def _main_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected region, holes filled: one closed surface per product."""
+def _main_component(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The largest connected region with its holes filled (one closed surface per product),
+    and the same with the holes of at least :data:`MIN_HOLE` of its area left open."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
     if count <= 1:
         raise NoProductFoundError("the cutout is empty: no product to build a mesh from")
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    filled: np.ndarray = ndimage.binary_fill_holes(labels == biggest)
-    return filled
+    region = labels == biggest
+    filled: np.ndarray = ndimage.binary_fill_holes(region)
+    holes = filled & ~region
+    if not holes.any():
+        return filled, filled
+    count, hole_labels, hole_stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), 4)
+    big = np.flatnonzero(hole_stats[:, cv2.CC_STAT_AREA] >= MIN_HOLE * filled.sum())
+    big = big[big > 0]
+    open_mask = filled & ~np.isin(hole_labels, big)
+    return filled, open_mask
 
 
 @dataclass(frozen=True)
