@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -189,14 +189,17 @@ def add_event(session: Session, job: Job, type_: str, data: dict[str, Any] | Non
 
 def add_first_event(
     session: Session, job: Job, type_: str, data: dict[str, Any] | None = None
-) -> Event:
+) -> None:
     """The first event of a job inserted in this same transaction: number 1, with none of
     ``add_event``'s locking and counting (no other transaction can see the job yet). Nor
     is a notice published (``storage.notify``): event streams are per job, and a stream
-    of this job can only open once the job is committed, reading this event first."""
-    event = Event(tenant_id=job.tenant_id, job_id=job.id, seq=1, type=type_, data=data or {})
-    session.add(event)
-    return event
+    of this job can only open once the job is committed, reading this event first. A
+    plain INSERT: nothing reads the row back in this transaction."""
+    session.execute(
+        insert(Event).values(
+            tenant_id=job.tenant_id, job_id=job.id, seq=1, type=type_, data=data or {}
+        )
+    )
 
 
 def events_after(session: Session, tenant_id: str, job_id: str, after_seq: int = 0) -> list[Event]:
