@@ -63,3 +63,28 @@ def test_front_view_of_a_cube_has_the_projected_size(renderer: OffscreenRenderer
 def test_rendering_is_deterministic(renderer: OffscreenRenderer) -> None:
     camera = Camera(35.0, 20.0, 3.0, (0.0, 0.0, 0.0))
     assert np.array_equal(renderer.render(cube(), camera), renderer.render(cube(), camera))
+
+
+def test_silhouette_antialiasing_matches_full_msaa_coverage() -> None:
+    """The default anti-aliasing samples coverage only at the silhouette: its alpha is the
+    same as drawing everything 4x multisampled, and inside the product so is the colour."""
+    cameras = [Camera(35.0, 20.0, 3.0, (0.0, 0.0, 0.0)), Camera(0.0, 0.0, 3.0, (0, 0, 0))]
+    mesh = cube()
+    renders: dict[str, list[np.ndarray]] = {}
+    for antialias in ("silhouette", "msaa"):  # one context at a time on this thread
+        try:
+            renderer = OffscreenRenderer(256, 256, antialias=antialias)  # type: ignore[arg-type]
+        except Exception as exc:
+            pytest.skip(f"EGL rendering unavailable: {exc}")
+        with renderer:
+            renders[antialias] = [renderer.render_premultiplied(mesh, c) for c in cameras]
+    for ours, full in zip(renders["silhouette"], renders["msaa"], strict=True):
+        edge = (full[..., 3] > 0) & (full[..., 3] < 255)
+        assert edge.sum() > 100  # there is an anti-aliased silhouette to compare
+        assert np.array_equal(ours[..., 3], full[..., 3])
+        # inside, only pixels on the cube's own (unsmoothed) edges may differ
+        interior = full[..., 3] == 255
+        differs = np.abs(ours[..., :3].astype(int) - full[..., :3].astype(int)).max(axis=2)
+        assert (differs[interior] > 2).mean() < 0.01
+        # a partly covered pixel's colour is the surface's, scaled by its coverage
+        assert (ours[..., :3][edge] <= full[..., 3:4][edge].astype(int) + 1).all()

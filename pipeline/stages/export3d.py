@@ -61,7 +61,8 @@ POSTER_FILL = 0.85
 def _texture_file(texture: np.ndarray, image_format: str, quality: int) -> tuple[bytes, str]:
     image = Image.fromarray(np.ascontiguousarray(texture, dtype=np.uint8), "RGB")
     if image_format == "png":
-        return encode_png(image, compress_level=6), "png"
+        # one fixed "up" row filter: 0.17 -> 0.13 s CPU for a 1024² texture, 3 % more bytes
+        return encode_png(image, compress_level=6, row_filter="up"), "png"
     # No ICC or XMP inside a model: glTF and UsdUVTexture(sourceColorSpace=sRGB) already say
     # the base colour is sRGB. 4:4:4 at high quality keeps printed brand colours crisp.
     options: dict[str, Any] = {
@@ -155,7 +156,9 @@ _USD_MODULES = ("pxr.Gf", "pxr.Kind", "pxr.Sdf", "pxr.Usd", "pxr.UsdGeom", "pxr.
 class Export3dStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="export3d",
-        version="2",
+        # 3: the poster's silhouette-only anti-aliasing (pipeline.rendering); PNG texture
+        # and poster with the "up" row filter
+        version="3",
         params=Export3dParams,
         inputs=(
             InputSpec("mesh", "shape.mesh"),
@@ -183,7 +186,9 @@ class Export3dStage:
         camera = orbit_cameras(mesh, [0.0], params.poster_elevation_deg, POSTER_FILL)[0]
         with OffscreenRenderer(params.poster_size, params.poster_size) as renderer:
             rgba = renderer.render(mesh, camera)
-        poster = encode_png(Image.fromarray(rgba, "RGBA"), icc=True, compress_level=3)
+        poster = encode_png(
+            Image.fromarray(rgba, "RGBA"), icc=True, compress_level=4, row_filter="up"
+        )
         ctx.report(0.85, "checking the model against the cutout")
         guard = _guard(mesh, inputs)
         return StageResult(

@@ -25,13 +25,14 @@ Framing is the one of ``views`` (``pipeline.camera_framing``: one distance and t
 every frame, holding the mesh at any azimuth), so the product keeps its size through the
 spin.
 
-Speed: one renderer draws every frame (4x MSAA: without it the silhouette's stair-steps
-crawl as the product turns), and each frame streams into the encoders while the next one
+Speed: one renderer draws every frame, each once at the frame's size, with 4 coverage
+samples at the silhouette only (``pipeline.rendering``, "silhouette" anti-aliasing: without
+it the silhouette's stair-steps crawl as the product turns; full 4x MSAA cost ~3x the CPU
+of a plain draw on llvmpipe), and each frame streams into the encoders while the next one
 renders: H.264 on one worker thread, VP9 and the spin-set JPEGs on another (libx264, libvpx,
 libjpeg and OpenCV release the GIL). Each encoder is single-threaded so its bytes do not
-depend on the machine's core count. On the 2-core CPU machine rendering dominates: ~64 ms a
-720p frame with MSAA against ~22 ms without; see the stage's measurements in the report of
-issue 4 before trading that quality for time.
+depend on the machine's core count. On the 2-core CPU machine rendering dominates (a 720²
+frame of a 20k-triangle mesh: ~65 ms of CPU against ~105 ms with full MSAA).
 
 The ``guard`` output (not exported) says whether the loop is seamless (the step from the
 last frame to the first against the steps between neighbours) and whether the frames a
@@ -76,13 +77,14 @@ from pipeline.stage import (
 )
 from sku_templates.schema import TurntableParams
 
-MSAA_SAMPLES = 4  # see the module notes: the main cost of this stage on a CPU
+COVERAGE_SAMPLES = 4  # at the silhouette; see the module notes
 
 
 class TurntableStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="turntable",
-        version="2",
+        # 3: silhouette-only anti-aliasing (pipeline.rendering): other edge pixels
+        version="3",
         params=TurntableParams,
         inputs=(InputSpec("mesh", "shape.mesh"),),
         outputs=(
@@ -121,7 +123,7 @@ class TurntableStage:
         # VP9 and the JPEG spin set on the other. A single-worker pool runs its jobs in
         # submission order, which is what keeps each stream's frames in order.
         with (
-            OffscreenRenderer(size, size, samples=MSAA_SAMPLES) as renderer,
+            OffscreenRenderer(size, size, samples=COVERAGE_SAMPLES) as renderer,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="h264") as h264,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="vp9-jpeg") as other,
         ):

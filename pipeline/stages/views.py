@@ -55,8 +55,10 @@ def _encode(pixels: np.ndarray, image_format: str, xmp: str) -> bytes:
         return encode_jpeg(image, quality=92, xmp=xmp)
     if image_format == "webp":
         return encode_webp(image, quality=90, xmp=xmp)
-    # level 3: a render is mostly flat background, so higher levels buy little but time
-    return encode_png(image, xmp=xmp, icc=True, compress_level=3)
+    # a render is mostly flat background: one fixed "up" row filter at level 4 is smaller
+    # and faster than Pillow's per-row filter choice at 3 (1024² view: 529 kB in 53 ms CPU
+    # against 552 kB in 82 ms)
+    return encode_png(image, xmp=xmp, icc=True, compress_level=4, row_filter="up")
 
 
 def _from_job(job: JobContext) -> dict[str, Any]:
@@ -67,7 +69,8 @@ def _from_job(job: JobContext) -> dict[str, Any]:
 class ViewsStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="views",
-        version="1",
+        # 2: silhouette-only anti-aliasing (pipeline.rendering), PNG "up" rows at level 4
+        version="2",
         params=ViewsParams,
         inputs=(
             InputSpec("mesh", "shape.mesh"),
