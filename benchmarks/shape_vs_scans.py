@@ -1,6 +1,6 @@
 """Shape accuracy of one-photo meshes against the real scans.
 
-    python -m benchmarks.shape_vs_scans [--poses 3] [--points 20000]
+    python -m benchmarks.shape_vs_scans [--poses 3] [--points 20000] [--above] [--per-pose]
 
 For every scan in ``meshes/`` (YCB retail products, the bell pepper, the GSO toy): render a
 studio-like photo from each pose of ``benchmarks.scan_renders`` (elevation 8-22 degrees),
@@ -11,6 +11,12 @@ both directions) and the F-score at tau = 0.05 and 0.02 (harmonic mean of the sh
 reconstructed points within tau of the scan and the share of scan points within tau of the
 reconstruction). Two reference rows use the same alignment and metrics but cheat with the
 ground truth: an ellipsoid with the scan's own extents, and the scan's convex hull.
+
+A box built upright (``pipeline.mesh.cuboid``) is put into the scan's frame through the
+elevation it recovered from the render, not the true one. ``--above`` adds a second table:
+the scans that lie down (height at most :data:`FLAT` of their longest horizontal side:
+the banana, the scissors, the gelatin box) seen from 65-75 degrees, as products lying on
+a table are shot. ``--per-pose`` prints each render's backend, scores and box pose.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """A box seen corner-on: its yaw, the camera's elevation and its three sides from the
 silhouette alone, and the cuboid built upright in that pose.
 
-The method assumes a tripod shot (no roll: the box's vertical edges stay near-vertical in
-the image) of a box standing on its base, seen from above its top face.
+The method assumes a level shot (the box's vertical edges stay near-vertical in the image)
+of a box standing on its base, seen from above its top face, the photo uncropped enough
+that its centre is the lens's axis.
 
 1. *The hexagon.* The outline's convex hull is simplified to six corners (OpenCV's
    ``approxPolyN``, which also cuts a box's rounded corners); each side is re-fitted as a
    line through the outline points along its middle, and the corners are the neighbouring lines'
    intersections. Ordered from the lowest corner (the front bottom corner) through the
    left: bottom-left, top-left, top-back, top-right, bottom-right. The outline must stay
-   within :data:`MAX_RESIDUAL` of it, the left and right sides must be near vertical and
-   both faces wide enough (face-on boxes stay with ``extrude``).
+   within :data:`MAX_RESIDUAL` of it, the left and right sides must be near vertical,
+   both faces wide enough (face-on boxes stay with ``extrude``) and no top edge much
+   steeper than its bottom twin (seen from above, perspective steepens the lower one).
 2. *A parallel projection's estimate.* With edge directions ``a`` (the face on the right,
    width ``W``) and ``b`` (the face on the left, depth ``D``), seen from elevation ``e`` at
    yaw ``t``, an edge along ``a`` rises to the right with slope ``s1 = tan(t) sin(e)`` and
@@ -24,8 +26,10 @@ the image) of a box standing on its base, seen from above its top face.
    yaw, elevation, focal length, the three sides and the front corner's position, with the
    principal point at the photo's centre. Twelve coordinates, eight unknowns: a hexagon
    that is not a box (a can's elliptic base cut into lines) leaves a residual over
-   :data:`MAX_REPROJECTION` and is refused. Elevation and yaw come from the image alone;
-   the focal length's start is a 30 degree field of view.
+   :data:`MAX_REPROJECTION` and is refused, and so is a fit whose covariance leaves the
+   proportions loose (:data:`MAX_SPREAD`: a face seen edge-on). Elevation and yaw come from
+   the image alone; the focal length's start is a 30 degree field of view, the principal
+   point the photo's centre, and a small roll is allowed (a box standing a little askew).
 
 The cuboid is built upright (Y up, the photo's camera looking down ``-Z`` from ``e`` above
 the horizon), so a turntable spins it about its real vertical axis. Each face is a small
@@ -52,10 +56,12 @@ MAX_LEAN = 0.5  # a "vertical" edge: |dx / dy| at most this (perspective leans i
 # RMS of the pinhole box's corners from the hexagon's, share of its size: the test that
 # tells a box (0.001-0.014 on the scan renders) from other hexagons (0.022 and more)
 MAX_REPROJECTION = 0.015
+STEEPER = 1.5  # a top edge's slope at most this times its bottom twin's (+ 0.02)
 MAX_SPREAD = 0.4  # standard deviation of log(side / height) the fit may leave (0.01-0.28 on
 # the scan renders; a flat box seen at 8 degrees, its top edge-on: 1.0)
 MIN_ARM = 0.04  # the shorter arm of a V: below this share of the width it is face-on
 MAX_ROLL = 8.0  # degrees the photo may be turned from level (or the box stand askew)
+MAX_EVALUATIONS = 25  # a box converges in 6-17 (scan renders); a can or a bottle wanders
 GRID = 6  # quads along each side of a face: UVs follow the perspective to a sixth of a side
 
 
@@ -198,10 +204,14 @@ def _pinhole_fit(
     upper = [math.pi / 2 - 0.02, math.pi / 2 - 0.02, math.log(f0 * 6)]
     upper += [5.0, 5.0, 5.0, 5.0, 5.0, roll]
     x0 = np.clip(x0, np.array(lower) + 1e-6, np.array(upper) - 1e-6)
-    solution = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac")
-    if not solution.success:
-        return None
+    # Levenberg-Marquardt (MINPACK) is ten times quicker here than the bounded solver; the
+    # bounds are checked on its answer instead
+    solution = least_squares(
+        residuals, x0, method="lm", x_scale="jac", max_nfev=MAX_EVALUATIONS * (len(x0) + 1)
+    )
     p = solution.x
+    if not solution.success or not (np.all(p >= lower) and np.all(p <= upper)):
+        return None
     f = math.exp(p[2])
     # sizes in pixels as seen at the box's middle distance
     cam = _camera_points(p)
@@ -286,6 +296,10 @@ def fit(
         return None, f"the sides are not vertical: {figures}"
     if min(*runs_d, *runs_w) < MIN_ARM * width:
         return None, f"face-on, not corner-on: {figures}"
+    # seen from above, perspective makes the lower of two parallel edges the steeper: a top
+    # edge much steeper than the bottom one is a shoulder or a lid, not a box's top face
+    if any(top > STEEPER * bottom + 0.02 for bottom, top in (slopes_a, slopes_b)):
+        return None, f"the top edges are steeper than the bottom ones: {figures}"
     # the parallel projection's box starts the pinhole fit (a receding edge may slope the
     # "wrong" way in perspective; the fit, not the signs, decides)
     s1, s2 = (max(float(np.mean(s)), 0.02) for s in (slopes_a, slopes_b))
