@@ -201,3 +201,24 @@ def test_the_box_stage_output_is_deterministic() -> None:
     second = stage.run(inputs, ShapeParams(), StageContext(seed=0, backend="auto"))
     assert "box" in first.info
     assert first.outputs["mesh"].data == second.outputs["mesh"].data
+
+
+def test_the_model_guard_sees_the_box_from_the_photos_elevation() -> None:
+    from pipeline.mesh.codec import decode_mesh
+    from pipeline.mesh.truth import model_checks
+
+    rgba, _ = photo(cuboid((0.16, 0.22, 0.06)), 30.0, 18.0)
+    ys, xs = np.nonzero(rgba[..., 3] > 127)
+    bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    result = ShapeStage().run(
+        {"cutout": encode_png_rgba(rgba), "cutout_info": json.dumps({"bbox": bbox}).encode()},
+        ShapeParams(),
+        StageContext(seed=0, backend="auto"),
+    )
+    mesh, meta = decode_mesh(result.outputs["mesh"].data)
+    assert meta["camera_elevation_deg"] == pytest.approx(18.0, abs=2.0)
+    cutout = rgba[bbox[1] : bbox[3], bbox[0] : bbox[2]]
+    seen = model_checks(mesh, cutout, meta["camera_elevation_deg"])[0]
+    level = model_checks(mesh, cutout)[0]
+    assert seen["rule"] == "model_front_iou"
+    assert seen["measured"] > level["measured"] + 0.02, (seen, level)

@@ -94,8 +94,12 @@ def _lab_median(rgba: np.ndarray) -> np.ndarray:
     return np.asarray(np.median(lab, axis=0))
 
 
-def model_checks(mesh: TexturedMesh, cutout: np.ndarray | None) -> list[dict[str, Any]]:
-    """The model's checks from unlit renders (front, back, both sides)."""
+def model_checks(
+    mesh: TexturedMesh, cutout: np.ndarray | None, photo_elevation_deg: float = 0.0
+) -> list[dict[str, Any]]:
+    """The model's checks from unlit renders (front, back, both sides). The front that is
+    compared with the cutout is seen from the photo's elevation: 0 for meshes built in the
+    camera's frame, the recovered one for an upright box (``pipeline.mesh.cuboid``)."""
     from skimage.color import deltaE_ciede2000
 
     renders: dict[int, np.ndarray] = {}
@@ -103,9 +107,13 @@ def model_checks(mesh: TexturedMesh, cutout: np.ndarray | None) -> list[dict[str
         for azimuth in (0, 90, 180, 270):
             camera = framing_camera(mesh, float(azimuth), 0.0, fill=0.9, orthographic=True)
             renders[azimuth] = renderer.render(mesh, camera, lit=False)
+        as_photographed = renders[0]
+        if photo_elevation_deg:
+            camera = framing_camera(mesh, 0.0, photo_elevation_deg, fill=0.9, orthographic=True)
+            as_photographed = renderer.render(mesh, camera, lit=False)
     results = []
     if cutout is not None:
-        front = _crop(renders[0])
+        front = _crop(as_photographed)
         size = (front.shape[1], front.shape[0])
         photo = _crop(cutout, size)
         a, b = front[..., 3] > 127, photo[..., 3] > 127

@@ -190,7 +190,7 @@ class Export3dStage:
             Image.fromarray(rgba, "RGBA"), icc=True, compress_level=4, row_filter="up"
         )
         ctx.report(0.85, "checking the model against the cutout")
-        guard = _guard(mesh, inputs)
+        guard = _guard(mesh, inputs, float(meta.get("camera_elevation_deg", 0.0)))
         return StageResult(
             outputs={
                 "glb": Blob(glb, GLB_MEDIA_TYPE),
@@ -213,7 +213,9 @@ class Export3dStage:
         )
 
 
-def _guard(mesh: TexturedMesh, inputs: Mapping[str, bytes]) -> dict[str, Any]:
+def _guard(
+    mesh: TexturedMesh, inputs: Mapping[str, bytes], photo_elevation_deg: float = 0.0
+) -> dict[str, Any]:
     from pipeline.mesh.truth import model_checks  # OpenCV and scikit-image: only to run
 
     cutout = None
@@ -221,7 +223,7 @@ def _guard(mesh: TexturedMesh, inputs: Mapping[str, bytes]) -> dict[str, Any]:
         rgba = decode_rgba(inputs["cutout"])
         x0, y0, x1, y1 = json.loads(inputs["cutout_info"]).get("bbox") or [0, 0, 0, 0]
         cutout = rgba[y0:y1, x0:x1] if x1 > x0 and y1 > y0 else rgba
-    results = model_checks(mesh, cutout)
+    results = model_checks(mesh, cutout, photo_elevation_deg)
     failed = [r["rule"] for r in results if not r["passed"]]
     return {
         "schema": "skuforge.model-truth/1",

@@ -31,6 +31,16 @@ def _sku_size(job: JobContext) -> dict[str, Any]:
     return dimensions.model_dump(exclude_none=True) if dimensions else {}
 
 
+def _meta(details: Mapping[str, Any]) -> dict[str, Any]:
+    """What travels with the mesh: its backend, and for an upright box the elevation the
+    photo was taken from (export3d's guard compares its front view from there)."""
+    meta: dict[str, Any] = {"backend": details["backend"]}
+    elevation = details["front_projection"].get("camera_elevation_deg")
+    if elevation is not None:
+        meta["camera_elevation_deg"] = elevation
+    return meta
+
+
 class ShapeStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="shape",
@@ -56,6 +66,6 @@ class ShapeStage:
         mesh, details = reconstruct(rgba, info.get("bbox"), params)
         ctx.report(0.9, f"{details['backend']} mesh")
         return StageResult(
-            outputs={"mesh": Blob(encode_mesh(mesh, {"backend": details["backend"]}), MEDIA_TYPE)},
+            outputs={"mesh": Blob(encode_mesh(mesh, _meta(details)), MEDIA_TYPE)},
             info=details,
         )
