@@ -92,11 +92,8 @@ class CutoutStage:
             raise ModelUnavailableError(f"cutout backend {ctx.backend!r} is not available")
         ctx.report(0.8, "matte ready")
 
-        alpha8 = np.clip(np.rint(result.alpha * 255.0), 0, 255).astype(np.uint8)
-        rgba = np.empty((*alpha8.shape, 4), np.uint8)
-        rgba[..., :3] = result.foreground
-        rgba[..., 3] = alpha8
-        rgba[alpha8 == 0, :3] = 0  # no hidden backdrop colour in fully transparent pixels
+        alpha8 = _to_uint8(result.alpha)
+        rgba = _cutout_rgba(result.foreground, alpha8)
         info = {
             "backend": ctx.backend,
             "model_revision": ctx.model_revision,
@@ -123,6 +120,23 @@ class CutoutStage:
                 ),
             },
         )
+
+
+def _to_uint8(alpha: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> rounded uint8, in one scratch buffer (a 4 MP matte is memory-bound)."""
+    scaled = np.multiply(alpha, 255.0)  # a float64 matte stays float64, as before
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _cutout_rgba(foreground: np.ndarray, alpha8: np.ndarray) -> np.ndarray:
+    """RGBA with no hidden backdrop colour in fully transparent pixels."""
+    import cv2  # lazily, as the classical backend does
+
+    colour = np.ascontiguousarray(foreground, dtype=np.uint8)
+    rgb = cv2.bitwise_and(colour, colour, mask=alpha8)  # 0 where alpha is 0
+    return cv2.merge((*cv2.split(rgb), alpha8))
 
 
 def _png(image: Image.Image) -> bytes:
@@ -176,9 +190,11 @@ def _product_lab_median(rgb: np.ndarray, alpha8: np.ndarray) -> list[float] | No
     reference. A median, so a shadow or highlight in one output cannot move it much."""
     from skimage.color import rgb2lab
 
-    pixels = rgb[alpha8 >= 250]
-    if len(pixels) == 0:
+    opaque = np.flatnonzero(alpha8.reshape(-1) >= 250)
+    if len(opaque) == 0:
         return None
-    step = max(1, len(pixels) // 6000)
-    lab = np.median(rgb2lab(pixels[::step][None, :, :])[0], axis=0)
+    step = max(1, len(opaque) // 6000)
+    # the sample's indices first, so only ~6000 pixels are copied out of the image
+    pixels = rgb.reshape(-1, 3)[opaque[::step]]
+    lab = np.median(rgb2lab(pixels[None, :, :])[0], axis=0)
     return [round(float(v), 3) for v in lab]
