@@ -13,7 +13,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", url)
+    # configparser interpolates "%": a percent-encoded URL (a password, libpq options)
+    # would be refused
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
