@@ -66,6 +66,26 @@ def render_scans(size: int = 768) -> dict[str, np.ndarray]:
     return renders
 
 
+# Flat products that lie down in a shoot: seen from (almost) straight above.
+FLAT_SCANS = ("ycb_037_scissors", "ycb_011_banana")
+FLAT_POSES = ((0.0, 84.0), (120.0, 80.0), (240.0, 86.0))
+
+
+def render_flat_scans(size: int = 768) -> dict[str, np.ndarray]:
+    """name -> RGBA render of the flat scans lying down, seen from above."""
+    renders: dict[str, np.ndarray] = {}
+    paths = {p.stem: p for p in scan_paths()}
+    with OffscreenRenderer(size, size) as renderer:
+        for stem in FLAT_SCANS:
+            if stem not in paths:
+                continue
+            mesh = load_mesh(paths[stem])
+            for azimuth, elevation in FLAT_POSES:
+                camera = framing_camera(mesh, azimuth, elevation, fill=0.85)
+                renders[f"{stem}@top{azimuth:.0f}"] = renderer.render(mesh, camera)
+    return renders
+
+
 if __name__ == "__main__":
     from PIL import Image
 

@@ -24,7 +24,23 @@ How it works (all segmentation at a working resolution, edges at full resolution
 6. **Decontamination.** Edge colours are solved from the compositing equation,
    ``F = (I - (1 - a) B) / a``, blended towards the local foreground where alpha is small.
 7. **Confidence** combines edge contrast, how well the border fits a backdrop, whether
-   the product touches the frame, and how much of the edge was ambiguous.
+   the product touches the frame, and how much of the edge was ambiguous; then lowers it
+   for the errors that leave crisp edges behind (``cutout_confidence``): a rim that looks
+   like cast shadow, a cutout mostly explainable as backdrop, a straight-edged hole.
+
+Hard captures (issue 14) added three cues:
+
+* **Straight edges** (``cutout_faces``): crisp line segments (LSD) close the flood's
+  barrier, so a carton face that matches the backdrop is not flooded through its faint
+  outline, and an enclosed, evenly lit, straight-bounded region is a face (sure product
+  for the graph cut), never a hole. Penumbra edges of shadows are not crisp and are left
+  out, or a shadow strip sealed by its own edge would become product.
+* **Shaded holes**: a hole under the product's own cast shadow (the loops of scissors
+  lying flat) is not bare backdrop, but shows the shadow's smooth darkening across it,
+  which an evenly lit face does not.
+* **Touching the frame**: the border profiles are checked against a separable low-order
+  backdrop fitted robustly to the whole border (started from height-only variation), and
+  a side mostly covered by the product takes that fit instead of its own median.
 """
 
 from __future__ import annotations
@@ -35,6 +51,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.backends.cutout_confidence import (
+    doubt_factor,
+    hole_suspicion,
+    rim_shadow_share,
+    shadow_like,
+)
+from pipeline.backends.cutout_faces import line_bounded, straight_edges
 from pipeline.errors import NoProductFoundError
 
 _EPS = 1e-4
@@ -64,38 +87,86 @@ class ClassicalOptions:
     soft_shadow_gradient: float = 0.06
     max_shadow_gain: float = 0.25
     hole_plain: float = 0.3  # share of bare backdrop that makes an enclosed region a hole
+    min_line_fraction: float = 0.03  # straight edges this long (of the long side) bound faces
     seed: int = 0
 
 
 # -- backdrop model ------------------------------------------------------------------------
-def _border_profile(strip: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def _border_profile(
+    strip: np.ndarray, axis: int, agrees: np.ndarray, fitted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Robust profile of a border strip: median across the strip, then outliers (where a
-    product touches the border) replaced by interpolation between good samples."""
+    product touches the border) replaced by interpolation between good samples, or by the
+    whole border's smooth fit (``fitted``, with ``agrees`` the samples it explains) where
+    the product covers most of the side or one of its ends."""
     profile = np.median(strip, axis=axis)  # N x 3
     spread = np.median(np.abs(strip - np.expand_dims(profile, axis)), axis=axis).mean(axis=1)
     smooth = cv2.GaussianBlur(profile[:, None, :], (1, 0), sigmaX=0, sigmaY=3).reshape(-1, 3)
     deviation = np.abs(profile - smooth).sum(axis=1)
     limit = max(3.0 * float(np.median(deviation)), 0.03)
-    good = (deviation <= limit) & (spread < max(3.0 * float(np.median(spread)), 0.02))
+    good = (deviation <= limit) & (spread < max(3.0 * float(np.median(spread)), 0.02)) & agrees
     n = profile.shape[0]
     if good.sum() < max(4, n // 10):
-        return smooth.astype(np.float32), good
+        return fitted.astype(np.float32), good
     idx = np.arange(n)
     filled = np.stack(
         [np.interp(idx, idx[good], profile[good, c]) for c in range(3)], axis=1
     ).astype(np.float32)
+    # Beyond the first and last good samples interpolation would only repeat them.
+    outside = (idx < idx[good][0]) | (idx > idx[good][-1])
+    filled[outside] = fitted[outside]
     filled = cv2.GaussianBlur(filled[:, None, :], (1, 0), sigmaX=0, sigmaY=2).reshape(-1, 3)
     return filled, good
+
+
+def _border_agreement(image: np.ndarray, strip: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per border (top, bottom, left, right): which profile samples a smooth, separable
+    backdrop (cubic in height for sweeps, quadratic across) fitted robustly to the whole
+    border explains, and that fit. A product touching the frame can cover most of one side,
+    where the side's own robust profile would take the product's colour for backdrop."""
+    h, w, _ = image.shape
+    sides = [
+        (np.median(image[:strip], axis=0), np.linspace(0, 1, w), np.zeros(w)),
+        (np.median(image[h - strip :], axis=0), np.linspace(0, 1, w), np.ones(w)),
+        (np.median(image[:, :strip], axis=1), np.zeros(h), np.linspace(0, 1, h)),
+        (np.median(image[:, w - strip :], axis=1), np.ones(h), np.linspace(0, 1, h)),
+    ]
+    values = np.concatenate([side[0] for side in sides])
+    u = np.concatenate([side[1] for side in sides])
+    v = np.concatenate([side[2] for side in sides])
+    # No cross term: the left and right sides are then tied to the ends of the top and
+    # bottom ones, so a product covering most of one side cannot be fitted as backdrop.
+    basis = np.stack([np.ones_like(u), u, v, u * u, v * v, v**3], axis=1)
+    keep = np.ones(len(values), dtype=bool)
+    fit = values
+    for step in range(4):
+        # Start from a backdrop that changes with height only (a sweep, a top light): a
+        # product covering one side cannot bend that one towards its own colour.
+        terms = basis[:, [0, 2, 4, 5]] if step == 0 else basis
+        coef, *_ = np.linalg.lstsq(terms[keep], values[keep], rcond=None)
+        fit = terms @ coef
+        residual = np.sqrt(((fit - values) ** 2).sum(axis=1))
+        limit = max(4.0 * 1.4826 * float(np.median(residual[keep])), 0.05)
+        keep = residual < limit
+        if keep.sum() < 8:
+            return [(np.ones(len(side[0]), dtype=bool), side[0]) for side in sides]
+    out, start = [], 0
+    for side in sides:
+        stop = start + len(side[0])
+        out.append((keep[start:stop], np.clip(fit[start:stop], 0.0, 1.0)))
+        start = stop
+    return out
 
 
 def backdrop_model(image: np.ndarray, strip: int) -> tuple[np.ndarray, float, float]:
     """Coons patch over the four border profiles. Returns (B, noise sigma, fraction of
     border pixels that look like backdrop)."""
     h, w, _ = image.shape
-    top, g_top = _border_profile(image[:strip], axis=0)
-    bottom, g_bot = _border_profile(image[h - strip :], axis=0)
-    left, g_left = _border_profile(image[:, :strip], axis=1)
-    right, g_right = _border_profile(image[:, w - strip :], axis=1)
+    f_top, f_bot, f_left, f_right = _border_agreement(image, strip)
+    top, g_top = _border_profile(image[:strip], 0, *f_top)
+    bottom, g_bot = _border_profile(image[h - strip :], 0, *f_bot)
+    left, g_left = _border_profile(image[:, :strip], 1, *f_left)
+    right, g_right = _border_profile(image[:, w - strip :], 1, *f_right)
     u = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
     v = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
     corners = [
@@ -197,11 +268,20 @@ def _match_backdrop(
 
 
 def _background_by_flood(
-    compatible: np.ndarray, plain: np.ndarray, gap: int, hole_plain: float = 0.3
-) -> np.ndarray:
+    compatible: np.ndarray,
+    plain: np.ndarray,
+    gap: int,
+    hole_plain: float = 0.3,
+    lines: np.ndarray | None = None,
+    log_ratio: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(backdrop, product faces): what the flood from the border reaches, with enclosed
+    holes added; and the enclosed backdrop-coloured regions taken for product faces."""
     # Close the barrier of non-backdrop pixels first, so the flood cannot leak through a
     # narrow low-contrast gap in the product outline into a backdrop-coloured interior.
     barrier = (~compatible).astype(np.uint8)
+    if lines is not None:
+        barrier |= lines
     if gap > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
         barrier = cv2.morphologyEx(barrier, cv2.MORPH_CLOSE, kernel)
@@ -212,6 +292,7 @@ def _background_by_flood(
         touching[np.unique(edge)] = True
     touching[0] = False
     background = touching[labels]
+    faces = np.zeros_like(background)
     # Enclosed backdrop-like regions that are mostly bare, unshadowed backdrop are holes in
     # the product (a mug handle, the gap under a strap); shadowed parts of them go too.
     min_hole = max(12, compatible.size // 4000)
@@ -225,12 +306,30 @@ def _background_by_flood(
         # A hole is small next to the product; a large enclosed backdrop-coloured region is
         # more likely a product face that happens to match the backdrop (brushed steel).
         product_area = int((~background).sum())
+        is_face = np.zeros(n, dtype=bool)
+        shaded_hole = np.zeros(n, dtype=bool)
+        if lines is not None and log_ratio is not None:
+            # Straight-bounded and evenly lit: a face (see cutout_faces).
+            share = line_bounded(hole_labels, n, lines)
+            weights = hole_labels.ravel()
+            mean = np.bincount(weights, log_ratio.ravel(), n) / np.maximum(areas, 1)
+            spread = np.bincount(weights, (log_ratio**2).ravel(), n) / np.maximum(areas, 1)
+            std = np.sqrt(np.maximum(spread - mean**2, 0.0))
+            is_face = (share >= 0.5) & (std < 0.04) & (areas >= min_hole)
+            # A hole under the product's own cast shadow (the loops of scissors lying flat)
+            # shows some bare backdrop where the shadow ends inside it, and the shadow's
+            # smooth darkening across it; a backdrop-coloured face is evenly lit.
+            shaded_hole = std >= 0.08
         is_hole = (
-            (areas >= min_hole) & (plain_counts >= 0.3 * areas) & (areas <= 0.15 * product_area)
+            (areas >= min_hole)
+            & ((plain_counts >= hole_plain * areas) | shaded_hole)
+            & (areas <= 0.15 * product_area)
+            & ~is_face
         )
-        is_hole[0] = False
+        is_hole[0] = is_face[0] = False
         background |= is_hole[hole_labels]
-    return background
+        faces = is_face[hole_labels]
+    return background, faces
 
 
 def _accept_small_shadow_gains(
@@ -279,6 +378,7 @@ def _grabcut(
     plain_full: np.ndarray,
     distinct_full: np.ndarray,
     iterations: int,
+    faces_full: np.ndarray,
 ) -> np.ndarray:
     ys, xs = np.nonzero(foreground)
     h, w = foreground.shape
@@ -291,7 +391,9 @@ def _grabcut(
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     # Certain product: well inside the flood's product AND clearly unlike the backdrop, so a
     # faint backdrop blotch the flood took for product can still be given back.
-    sure_fg = cv2.erode(fg, kernel, iterations=2).astype(bool) & distinct_full[y0:y1, x0:x1]
+    sure_fg = cv2.erode(fg, kernel, iterations=2).astype(bool) & (
+        distinct_full[y0:y1, x0:x1] | faces_full[y0:y1, x0:x1]
+    )
     near = cv2.dilate(fg, kernel, iterations=2).astype(bool)
     mask = np.full(fg.shape, cv2.GC_BGD, np.uint8)
     # Only bare backdrop and backdrop far from the product is certain; shadowed or nearby
@@ -365,15 +467,25 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
     match = _match_backdrop(small, backdrop, noise, strip, options)
     plain, ratio = match.plain, match.ratio
     gap = max(2, round(options.gap_fraction * max(work_h, work_w)))
-    background = _background_by_flood(
-        match.compatible(options.flat_gradient, noise), plain, gap, options.hole_plain
+    lines = straight_edges(
+        cv2.cvtColor(small8, cv2.COLOR_RGB2GRAY), options.min_line_fraction * max(work_h, work_w)
+    )
+    log_ratio = np.log(np.clip(ratio, 0.05, 4.0))
+    background, faces = _background_by_flood(
+        match.compatible(options.flat_gradient, noise),
+        plain,
+        gap,
+        options.hole_plain,
+        lines,
+        log_ratio,
     )
     if options.soft_shadow_gradient > options.flat_gradient and not options.keep_shadow:
         loose = match.compatible(options.soft_shadow_gradient, noise)
+        loose_background, _ = _background_by_flood(
+            loose, plain, gap, options.hole_plain, lines, log_ratio
+        )
         background = _accept_small_shadow_gains(
-            background,
-            _background_by_flood(loose, plain, gap, options.hole_plain),
-            options.max_shadow_gain,
+            background, loose_background & ~faces, options.max_shadow_gain
         )
     deviation = np.sqrt(((small - backdrop) ** 2).sum(axis=2))
     foreground = _clean_foreground(~background, deviation)
@@ -391,6 +503,7 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
                 plain,
                 deviation > max(0.08, 8.0 * noise),
                 options.grabcut_iterations,
+                faces,
             ),
         )
         if not foreground.any():
@@ -463,7 +576,22 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
             np.concatenate([foreground[0], foreground[-1], foreground[:, 0], foreground[:, -1]])
         )
     )
+    rim_shadow = rim_shadow_share(
+        foreground,
+        shadow_like(match.compatible_colour, ratio),
+        max(2, round(0.01 * max(work_h, work_w))),
+    )
+    hole_area, hole_straight = hole_suspicion(foreground, lines)
+    # How much of the cutout the backdrop model could equally explain (backdrop colour,
+    # smooth): a grey product on white, or backdrop and shadow kept as product.
+    backdrop_like = float(
+        (foreground & match.compatible(options.flat_gradient, noise)).sum()
+        / max(1, int(foreground.sum()))
+    )
     confidence = _confidence(contrast_ratio, ambiguous_fraction, border_fit, touches, foreground)
+    confidence = round(
+        confidence * doubt_factor(rim_shadow, backdrop_like, hole_area, hole_straight), 4
+    )
     diagnostics = {
         "working_size": [work_w, work_h],
         "noise_sigma": round(noise, 5),
@@ -472,6 +600,10 @@ def classical_matte(rgb8: np.ndarray, options: ClassicalOptions | None = None) -
         "ambiguous_edge_fraction": round(ambiguous_fraction, 4),
         "touches_frame": round(touches, 4),
         "foreground_fraction": round(float(foreground.mean()), 5),
+        "rim_shadow_share": round(rim_shadow, 4),
+        "hole_area": round(hole_area, 4),
+        "hole_straight_share": round(hole_straight, 4),
+        "backdrop_like_share": round(backdrop_like, 4),
     }
     return MatteResult(
         alpha=alpha, foreground=foreground_rgb, confidence=confidence, diagnostics=diagnostics

@@ -48,7 +48,7 @@ class CutoutStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="cutout",
         # 4: cutout and matte PNGs use the "up" row filter at zlib level 2 (imaging.codecs)
-        version="4",
+        version="5",
         params=CutoutParams,
         inputs=(InputSpec("image", "ingest.image"),),
         outputs=(
