@@ -81,8 +81,35 @@ class CuboidFit:
         return {
             "yaw_deg": round(self.yaw_deg, 2),
             "camera_elevation_deg": round(self.elevation_deg, 2),
+            "camera_roll_deg": round(self.roll_deg, 2),
             "sides_px": [round(self.width, 1), round(self.depth, 1), round(self.height, 1)],
         }
+
+    @property
+    def roll_deg(self) -> float:
+        """How far the photo is turned from level (x right, y down: positive clockwise)."""
+        return math.degrees(self.camera[10])
+
+    def fov_deg(self, photo_height_px: float) -> float:
+        """The photo's vertical field of view, given its height in working pixels."""
+        return math.degrees(2 * math.atan(photo_height_px / 2 / math.exp(self.camera[4])))
+
+    def eye_px(self) -> tuple[float, float, float]:
+        """The photo's camera centre in :func:`build`'s frame, working pixels: across from
+        the box's vertical axis, up from its base, toward the camera from its middle. The
+        model seen from here (looking at it, turned by :attr:`roll_deg`) has the photo's
+        perspective; the field of view only frames it."""
+        params = np.array(self.camera[2:])
+        # camera = rotation @ world + (x, y, 1) for a world point (front-bottom corner at the
+        # origin, fit units), the rotation orthogonal
+        eye = -_rotation(params[1]).T @ np.array([params[6], params[7], 1.0])
+        # :func:`build`'s pixels are the fit's units seen at the box's middle distance
+        scale = math.exp(params[2]) / float(_camera_points(params)[:, 2].mean())
+        t = math.radians(self.yaw_deg)
+        a = self.width * np.array([math.cos(t), 0.0, -math.sin(t)])
+        b = self.depth * np.array([-math.sin(t), 0.0, -math.cos(t)])
+        x, y, z = eye * scale - (a + b) / 2  # a and b are level: the height stays
+        return float(x), float(y), float(z)
 
 
 def _hexagon(mask: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -250,16 +277,21 @@ def _camera_points(p: np.ndarray) -> np.ndarray:
     a = w * np.array([math.cos(yaw), 0.0, -math.sin(yaw)])
     b = d * np.array([-math.sin(yaw), 0.0, -math.cos(yaw)])
     up = np.array([0.0, h, 0.0])
-    rotation = np.array(
+    world = np.array([i * a + j * b + k * up for i, j, k in _corner_keys()])
+    out: np.ndarray = world @ _rotation(elev).T + np.array([fx, fy, 1.0])
+    return out
+
+
+def _rotation(elev: float) -> np.ndarray:
+    """World (x right, y up, z toward the camera) to camera (right, up, forward) axes for a
+    camera looking down from ``elev`` radians above the horizon."""
+    return np.array(
         [
             [1.0, 0.0, 0.0],
             [0.0, math.cos(elev), -math.sin(elev)],
             [0.0, -math.sin(elev), -math.cos(elev)],
         ]
     )
-    world = np.array([i * a + j * b + k * up for i, j, k in _corner_keys()])
-    out: np.ndarray = world @ rotation.T + np.array([fx, fy, 1.0])
-    return out
 
 
 def fit(

@@ -21,8 +21,9 @@ outline is a hexagon with straight sides that a pinhole camera's view of a cuboi
 (``pipeline.mesh.cuboid``: yaw and camera elevation from the outline's edges), the box is
 built upright in that pose, its two visible sides textured from the photo. The mesh's
 frame is then the world's (Y up) with the photo's camera looking down from the recovered
-elevation, recorded in ``front_projection.camera_elevation_deg``; every other backend
-builds in the camera's frame (elevation 0).
+elevation, recorded in ``front_projection.camera_elevation_deg``, with where that camera
+stood (``camera_eye_m``, the mesh's frame), its roll and field of view; every other
+backend builds in the camera's frame (elevation 0).
 
 Whatever the backend, the faces the photo did not see sample a continuation of the
 product's colours instead of the photo (``pipeline.mesh.surface``).
@@ -224,6 +225,11 @@ def reconstruct(
         # upright: the photo's camera looked down from this elevation (the mapping above is
         # then only the columns'); 0 for the other backends, built in the camera's frame
         front["camera_elevation_deg"] = round(box.elevation_deg, 3)
+        # where the photo's camera stood (mesh frame, metres) and its roll: the guard sees
+        # the model in the photo's perspective, not a parallel projection
+        front["camera_eye_m"] = [round(v * scale, 5) for v in box.eye_px()]
+        front["camera_roll_deg"] = round(box.roll_deg, 3)
+        front["camera_fov_deg"] = round(box.fov_deg(rgba.shape[0] * fy), 3)  # the photo's
     info: dict[str, Any] = {
         "backend": backend,
         "reason": reason,

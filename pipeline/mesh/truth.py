@@ -2,9 +2,12 @@
 ``turntable`` outputs, reported as guard results (the shape of
 ``pipeline.generative.guard``'s) that the validate stage merges into the output's check.
 
-* ``model_front_iou``: the model's unlit orthographic front render against the cutout, both
-  cropped to their own bounding boxes and compared at one size (the shape must follow the
-  outline; the scale is the SKU's business).
+* ``model_front_iou``: the model's unlit front render against the cutout, both cropped to
+  their own bounding boxes and compared at one size (the shape must follow the outline;
+  the scale is the SKU's business). Orthographic for meshes built in the camera's frame;
+  an upright box is seen from where the photo's camera stood (``camera_eye_m`` in the
+  mesh meta), in perspective: its parallel projection misses converging edges and leaning
+  verticals, and a right box's fit reached only 0.86-0.89.
 * ``model_colour_drift``: CIEDE2000 between the median colours of the product pixels of that
   render and of the cutout (a texture mapped to the wrong place drifts).
 * ``model_mirrored_text``: the back and side views' signed horizontal luminance gradients
@@ -19,13 +22,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-from pipeline.rendering import OffscreenRenderer, TexturedMesh, framing_camera
+from pipeline.rendering import Camera, OffscreenRenderer, TexturedMesh, framing_camera
 
 MIN_FRONT_IOU = 0.9
 MAX_COLOUR_DRIFT = 6.0  # CIEDE2000
@@ -94,12 +98,46 @@ def _lab_median(rgba: np.ndarray) -> np.ndarray:
     return np.asarray(np.median(lab, axis=0))
 
 
+def photo_camera(mesh: TexturedMesh, eye: Sequence[float], fill: float = 0.9) -> Camera:
+    """A perspective camera at ``eye`` (the mesh's frame) looking at the mesh's middle, its
+    bounding sphere filling ``fill`` of the frame. Only the eye fixes what the outline looks
+    like (turning a camera about its centre is a homography that the bounding-box crop and
+    the IoU barely notice for a product near the lens's axis); the field of view frames it."""
+    lo, hi = mesh.positions.min(axis=0), mesh.positions.max(axis=0)
+    centre = (lo + hi) / 2
+    offset = np.asarray(eye, np.float64) - centre
+    distance = float(np.linalg.norm(offset))
+    radius = float(np.linalg.norm(hi - lo) / 2)
+    # the sphere seen from outside fills an angle asin(r / d); a camera inside it (not a
+    # photo's) gets the widest view the projection takes
+    half = math.asin(min(radius / max(distance * fill, 1e-9), math.sin(math.radians(60))))
+    elevation = math.degrees(math.asin(float(np.clip(offset[1] / distance, -1.0, 1.0))))
+    azimuth = math.degrees(math.atan2(float(offset[0]), float(offset[2])))
+    target = (float(centre[0]), float(centre[1]), float(centre[2]))
+    return Camera(azimuth, elevation, distance, target, math.degrees(2 * half))
+
+
+def _rolled(rgba: np.ndarray, roll_deg: float) -> np.ndarray:
+    """The render turned as the photo was (x right, y down: positive clockwise) about its
+    centre; the framing sphere's image is a circle about that centre, so nothing leaves."""
+    h, w = rgba.shape[:2]
+    # OpenCV's positive angle turns anticlockwise on screen
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), -roll_deg, 1.0)
+    return np.asarray(cv2.warpAffine(rgba, matrix, (w, h), flags=cv2.INTER_LINEAR))
+
+
 def model_checks(
-    mesh: TexturedMesh, cutout: np.ndarray | None, photo_elevation_deg: float = 0.0
+    mesh: TexturedMesh,
+    cutout: np.ndarray | None,
+    photo_elevation_deg: float = 0.0,
+    photo_eye: Sequence[float] | None = None,
+    photo_roll_deg: float = 0.0,
 ) -> list[dict[str, Any]]:
     """The model's checks from unlit renders (front, back, both sides). The front that is
-    compared with the cutout is seen from the photo's elevation: 0 for meshes built in the
-    camera's frame, the recovered one for an upright box (``pipeline.mesh.cuboid``)."""
+    compared with the cutout is seen as photographed: a parallel projection for meshes
+    built in the camera's frame (0 elevation) or given only ``photo_elevation_deg``; from
+    ``photo_eye`` in perspective, turned by ``photo_roll_deg``, for an upright box whose
+    camera the fit recovered (``pipeline.mesh.cuboid``)."""
     from skimage.color import deltaE_ciede2000
 
     renders: dict[int, np.ndarray] = {}
@@ -108,7 +146,12 @@ def model_checks(
             camera = framing_camera(mesh, float(azimuth), 0.0, fill=0.9, orthographic=True)
             renders[azimuth] = renderer.render(mesh, camera, lit=False)
         as_photographed = renders[0]
-        if photo_elevation_deg:
+        if photo_eye is not None:
+            camera = photo_camera(mesh, photo_eye)
+            as_photographed = renderer.render(mesh, camera, lit=False)
+            if photo_roll_deg:
+                as_photographed = _rolled(as_photographed, photo_roll_deg)
+        elif photo_elevation_deg:
             camera = framing_camera(mesh, 0.0, photo_elevation_deg, fill=0.9, orthographic=True)
             as_photographed = renderer.render(mesh, camera, lit=False)
     results = []

@@ -190,7 +190,7 @@ class Export3dStage:
             Image.fromarray(rgba, "RGBA"), icc=True, compress_level=4, row_filter="up"
         )
         ctx.report(0.85, "checking the model against the cutout")
-        guard = _guard(mesh, inputs, float(meta.get("camera_elevation_deg", 0.0)))
+        guard = _guard(mesh, inputs, meta)
         return StageResult(
             outputs={
                 "glb": Blob(glb, GLB_MEDIA_TYPE),
@@ -214,8 +214,10 @@ class Export3dStage:
 
 
 def _guard(
-    mesh: TexturedMesh, inputs: Mapping[str, bytes], photo_elevation_deg: float = 0.0
+    mesh: TexturedMesh, inputs: Mapping[str, bytes], meta: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """The model's truth checks; an upright box's meta says where the photo's camera stood
+    (``pipeline.stages.shape``), so its front is compared as photographed."""
     from pipeline.mesh.truth import model_checks  # OpenCV and scikit-image: only to run
 
     cutout = None
@@ -223,7 +225,14 @@ def _guard(
         rgba = decode_rgba(inputs["cutout"])
         x0, y0, x1, y1 = json.loads(inputs["cutout_info"]).get("bbox") or [0, 0, 0, 0]
         cutout = rgba[y0:y1, x0:x1] if x1 > x0 and y1 > y0 else rgba
-    results = model_checks(mesh, cutout, photo_elevation_deg)
+    eye = meta.get("camera_eye_m")
+    results = model_checks(
+        mesh,
+        cutout,
+        float(meta.get("camera_elevation_deg", 0.0)),
+        [float(v) for v in eye] if eye is not None else None,
+        float(meta.get("camera_roll_deg", 0.0)),
+    )
     failed = [r["rule"] for r in results if not r["passed"]]
     return {
         "schema": "skuforge.model-truth/1",

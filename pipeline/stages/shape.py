@@ -32,19 +32,22 @@ def _sku_size(job: JobContext) -> dict[str, Any]:
 
 
 def _meta(details: Mapping[str, Any]) -> dict[str, Any]:
-    """What travels with the mesh: its backend, and for an upright box the elevation the
-    photo was taken from (export3d's guard compares its front view from there)."""
+    """What travels with the mesh: its backend, and for an upright box the elevation, the
+    camera position and the roll of the photo (export3d's guard compares its front view
+    seen from there)."""
     meta: dict[str, Any] = {"backend": details["backend"]}
-    elevation = details["front_projection"].get("camera_elevation_deg")
-    if elevation is not None:
-        meta["camera_elevation_deg"] = elevation
+    front = details["front_projection"]
+    for key in ("camera_elevation_deg", "camera_eye_m", "camera_roll_deg"):
+        if key in front:
+            meta[key] = front[key]
     return meta
 
 
 class ShapeStage:
     spec: ClassVar[StageSpec] = StageSpec(
         name="shape",
-        version="3",
+        # 4: an upright box's mesh meta carries the photo's camera position and roll
+        version="4",
         params=ShapeParams,
         inputs=(InputSpec("cutout", "cutout.cutout"), InputSpec("cutout_info", "cutout.info")),
         outputs=(OutputSpec("mesh", {MEDIA_TYPE: ".mesh"}),),
