@@ -342,11 +342,16 @@ class OffscreenRenderer:
         w = np.maximum(clip[:, 3], 1e-9)
         x = (clip[:, 0] / w + 1.0) * 0.5 * width  # pixel columns
         y = (1.0 - clip[:, 1] / w) * 0.5 * height  # image rows, top down
-        fx, fy = x[mesh.faces], y[mesh.faces]
-        x0 = np.clip(np.floor(fx.min(axis=1)) - 1, 0, width).astype(np.intp)
-        x1 = np.clip(np.ceil(fx.max(axis=1)) + 2, 0, width).astype(np.intp)
-        y0 = np.clip(np.floor(fy.min(axis=1)) - 1, 0, height).astype(np.intp)
-        y1 = np.clip(np.ceil(fy.max(axis=1)) + 2, 0, height).astype(np.intp)
+        # per corner rather than ``min(axis=1)``: numpy reduces a length-3 axis slowly
+        corners = mesh.faces.T
+        ax, bx, cx = x[corners[0]], x[corners[1]], x[corners[2]]
+        ay, by, cy = y[corners[0]], y[corners[1]], y[corners[2]]
+        lo_x, hi_x = np.minimum(np.minimum(ax, bx), cx), np.maximum(np.maximum(ax, bx), cx)
+        lo_y, hi_y = np.minimum(np.minimum(ay, by), cy), np.maximum(np.maximum(ay, by), cy)
+        x0 = np.clip(np.floor(lo_x) - 1, 0, width).astype(np.intp)
+        x1 = np.clip(np.ceil(hi_x) + 2, 0, width).astype(np.intp)
+        y0 = np.clip(np.floor(lo_y) - 1, 0, height).astype(np.intp)
+        y1 = np.clip(np.ceil(hi_y) + 2, 0, height).astype(np.intp)
         # only the ring's box matters: faces wholly outside it are dropped before the table
         near = (x1 > xs.min()) & (x0 <= xs.max()) & (y1 > ys.min()) & (y0 <= ys.max())
         table = cv2.integral(ring)
