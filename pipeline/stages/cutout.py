@@ -124,7 +124,7 @@ class CutoutStage:
 
 def _to_uint8(alpha: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> rounded uint8, in one scratch buffer (a 4 MP matte is memory-bound)."""
-    scaled = np.multiply(alpha, 255.0)  # a float64 matte stays float64, as before
+    scaled: np.ndarray = np.multiply(alpha, 255.0)  # a float64 matte stays float64
     np.rint(scaled, out=scaled)
     np.clip(scaled, 0.0, 255.0, out=scaled)
     return scaled.astype(np.uint8)
@@ -136,7 +136,8 @@ def _cutout_rgba(foreground: np.ndarray, alpha8: np.ndarray) -> np.ndarray:
 
     colour = np.ascontiguousarray(foreground, dtype=np.uint8)
     rgb = cv2.bitwise_and(colour, colour, mask=alpha8)  # 0 where alpha is 0
-    return cv2.merge((*cv2.split(rgb), alpha8))
+    rgba: np.ndarray = cv2.merge((*cv2.split(rgb), alpha8))
+    return rgba
 
 
 def _png(image: Image.Image) -> bytes:
