@@ -180,7 +180,7 @@ def main() -> None:
     if args.per_kind > 0:
         cases = hard_cases(args.per_kind, scans=tuple(flat_scans))
         hard_rows = evaluate_hard(cases, args.size, scan_rgba=flat_scans, gso_rgba=gso)
-    console = Console()
+    console = Console(width=200)  # the per-kind table is wide; keep it whole when piped
     if args.verbose:
         detail = Table(title="per capture")
         for col in ("kind", "object", "backdrop", "split", "IoU", "MAE", "conf"):

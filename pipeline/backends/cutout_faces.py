@@ -61,7 +61,7 @@ def straight_edges(
     segments = segments[_sharp(gray8.astype(np.float32), segments, sharpness)]
     # A face's edge vanishes where the face happens to match what lies beyond it (a carton's
     # bottom edge where its contact shadow is as dark as the face): carry every segment on
-    # along its own line, a quarter of its length each way, to bridge such stretches.
+    # along its own line, a quarter of its length each way (at most 32 px), to bridge those.
     length = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
     reach = np.minimum(extend * length, max_extension) / np.maximum(length, 1e-3)
     dx, dy = segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1]
