@@ -12,17 +12,15 @@ import math
 
 import numpy as np
 import pytest
-import trimesh
 
 from pipeline.mesh.codec import decode_mesh
 from pipeline.mesh.truth import MIN_FRONT_IOU, model_checks
-from pipeline.rendering import TexturedMesh
 from pipeline.stage import StageContext, StageResult
 from pipeline.stages.export3d import Export3dStage
 from pipeline.stages.shape import ShapeStage
 from sku_templates.schema import Export3dParams, ShapeParams
 from tests.test_shape import encode_png_rgba
-from tests.test_shape_cuboid import cuboid, photo
+from tests.test_shape_cuboid import can_mesh, cuboid, photo
 
 CAMERA_KEYS = ("camera_elevation_deg", "camera_eye_m", "camera_roll_deg")
 
@@ -86,18 +84,7 @@ def test_the_guard_sees_a_box_from_where_the_photo_was_taken(
 
 
 def test_a_mesh_without_a_box_fit_keeps_the_parallel_projection() -> None:
-    can = trimesh.creation.cylinder(radius=0.035, height=0.1, sections=96)
-    can.apply_translation((0, 0, 0.05))
-    positions = np.asarray(can.vertices, np.float32)[:, [0, 2, 1]] * np.array(
-        [1, 1, -1], np.float32
-    )
-    mesh = TexturedMesh(
-        positions,
-        trimesh.Trimesh(positions, can.faces, process=False).vertex_normals.astype(np.float32),
-        np.zeros((len(positions), 2), np.float32),
-        np.asarray(can.faces, np.uint32),
-        np.full((4, 4, 3), (180, 60, 40), np.uint8),
-    )
+    mesh = can_mesh()
     rgba, _ = photo(mesh, 20.0, 0.0)
     _, shaped = _shape(rgba, ShapeParams())
     _, meta = decode_mesh(shaped.outputs["mesh"].data)

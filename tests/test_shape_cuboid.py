@@ -168,19 +168,24 @@ def test_a_flat_box_lying_down_seen_from_above_is_a_thin_slab() -> None:
     assert float(np.ptp(mesh.positions[:, 1])) < 0.3 * float(np.ptp(mesh.positions[:, 0]))
 
 
-def test_a_can_is_not_a_box() -> None:
+def can_mesh() -> TexturedMesh:
+    """A plain red can standing upright (Y up), 7 cm across and 10 cm tall."""
     can = trimesh.creation.cylinder(radius=0.035, height=0.1, sections=96)
     can.apply_translation((0, 0, 0.05))
     positions = np.asarray(can.vertices, np.float32)[:, [0, 2, 1]] * np.array(
         [1, 1, -1], np.float32
     )
-    mesh = TexturedMesh(
+    return TexturedMesh(
         positions,
         trimesh.Trimesh(positions, can.faces, process=False).vertex_normals.astype(np.float32),
         np.zeros((len(positions), 2), np.float32),
         np.asarray(can.faces, np.uint32),
         np.full((4, 4, 3), (180, 60, 40), np.uint8),
     )
+
+
+def test_a_can_is_not_a_box() -> None:
+    mesh = can_mesh()
     for azimuth, elevation in ((20.0, 12.0), (200.0, 20.0)):
         rgba, _ = photo(mesh, azimuth, elevation)
         _, info = reconstruct(rgba, None, ShapeParams())
