@@ -42,7 +42,17 @@ def new_job(sessions: sessionmaker[Session]) -> str:
         return job.id
 
 
-def complete(sessions: sessionmaker[Session], job_id: str, invocation: str) -> None:
+def complete(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    invocation: str,
+    *,
+    cache_key: str = "k",
+    seconds: float = 0.1,
+    peak_vram_mb: float | None = None,
+) -> None:
+    """Run ``invocation`` to the end on worker w1; with a peak VRAM it ran on a GPU."""
+    on_gpu = peak_vram_mb is not None
     with transaction(sessions) as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -51,12 +61,13 @@ def complete(sessions: sessionmaker[Session], job_id: str, invocation: str) -> N
             session,
             job,
             invocation,
-            cache_key="k",
+            cache_key=cache_key,
             cache_hit=False,
-            wall_s=0.1,
-            cpu_s=0.1,
-            gpu_s=None,
-            device="cpu",
+            wall_s=seconds,
+            cpu_s=seconds,
+            gpu_s=seconds if on_gpu else None,
+            device="cuda" if on_gpu else "cpu",
+            peak_vram_mb=peak_vram_mb,
         )
 
 
@@ -232,22 +243,7 @@ def test_peak_vram_of_a_generative_stage_reaches_the_jobs_cost(
     job_id = new_job(sessions)
     for invocation, peak in (("a", None), ("b", 5120.5), ("c", 2048.0)):
         claim(sessions, job_id)
-        with transaction(sessions) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            assert begin_run(session, job, invocation, lease_s=60, worker="w1") == "run"
-            finish_run(
-                session,
-                job,
-                invocation,
-                cache_key=invocation,
-                cache_hit=False,
-                wall_s=1.0,
-                cpu_s=1.0,
-                gpu_s=None if peak is None else 1.0,
-                device="cpu" if peak is None else "cuda",
-                peak_vram_mb=peak,
-            )
+        complete(sessions, job_id, invocation, cache_key=invocation, seconds=1.0, peak_vram_mb=peak)
     with transaction(sessions) as session:
         job = session.get(Job, job_id)
         assert job is not None

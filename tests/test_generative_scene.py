@@ -4,6 +4,7 @@ through pipeline.generative with HF_HUB_OFFLINE=1 (the real loading code)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -103,7 +104,8 @@ def test_lifestyle_job_goes_to_review_with_the_generative_rules(models_env: Path
         "packshots.width": 300,
         "packshots.height": 300,
     }
-    job = run_local_job(
+    run = functools.partial(
+        run_local_job,
         red_square_png(),
         settings=get_settings(),
         template_name="lifestyle",
@@ -111,6 +113,7 @@ def test_lifestyle_job_goes_to_review_with_the_generative_rules(models_env: Path
         seed=11,
         three_d=False,
     )
+    job = run()
     lineage = job.lineage
     scene = {s["id"]: s for s in lineage["stages"] if s["stage"] == "scene"}
     assert set(scene) == {"scene.kitchen", "scene.banner"}
@@ -134,14 +137,6 @@ def test_lifestyle_job_goes_to_review_with_the_generative_rules(models_env: Path
     assert {"scenes/kitchen.png", "scenes/banner.png", "reports/scene_kitchen.json"} <= files
 
     # a brand that opts in to generated images: the standing review finding passes
-    opted_in = run_local_job(
-        red_square_png(),
-        settings=get_settings(),
-        template_name="lifestyle",
-        overrides=overrides,
-        seed=11,
-        three_d=False,
-        brand=BrandRules(brand="acme", auto_approve_generated=True),
-    )
+    opted_in = run(brand=BrandRules(brand="acme", auto_approve_generated=True))
     check = next(s for s in opted_in.lineage["stages"] if s["id"] == "validate.scene_kitchen")
     assert "generative_review" not in check["info"]["failed"]
